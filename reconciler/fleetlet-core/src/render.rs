@@ -1,0 +1,302 @@
+//! Render: fleet + repo tree + site name → the site's desired state. Pure and deterministic: the
+//! same inputs give the same value and the same content hash, whatever the order of files.
+
+use crate::digest::Digest;
+use crate::load::{Fleet, apply_override, target_matches};
+use crate::model::{Capabilities, Runtime, Site, SiteName, Workload};
+use crate::tree::{RepoTree, normalize};
+use crate::units::{ByteSize, DurationSpec, Port};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Limits applied when a workload does not set its own.
+pub const DEFAULT_MEMORY: ByteSize = ByteSize(128 << 20);
+pub const DEFAULT_CPU_TIME_PER_REQUEST: DurationSpec = DurationSpec(10_000);
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 256;
+
+/// Everything one site must run at one revision. Versioned: readers refuse what they do not know.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DesiredState {
+    pub site: SiteName,
+    /// The commit (or other revision id) this was rendered from.
+    pub revision: String,
+    /// Workloads by id (`app/workload`), sorted.
+    pub workloads: BTreeMap<String, DesiredWorkload>,
+    /// Hash of the workloads (not of the revision): two commits that change nothing for this site
+    /// render the same hash.
+    pub hash: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DesiredWorkload {
+    pub app: String,
+    pub name: String,
+    pub runtime: Runtime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm: Option<WasmSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sSpec>,
+    /// Hash of everything above: equal hashes mean nothing to change.
+    pub hash: Digest,
+}
+
+impl DesiredWorkload {
+    pub fn id(&self) -> String {
+        workload_id(&self.app, &self.name)
+    }
+}
+
+pub fn workload_id(app: &str, name: &str) -> String {
+    format!("{app}/{name}")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WasmSpec {
+    pub component: ComponentRef,
+    pub kind: WasmKind,
+    pub env: BTreeMap<String, String>,
+    pub limits: ResolvedLimits,
+    pub capabilities: Capabilities,
+}
+
+/// Where a component's bytes come from, and the digest they must have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ComponentRef {
+    /// Path of the component in the fleet repo.
+    pub path: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub enum WasmKind {
+    Http { port: Port },
+    Command { args: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResolvedLimits {
+    pub memory: ByteSize,
+    pub cpu_time_per_request: DurationSpec,
+    pub max_concurrent_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct K3sSpec {
+    pub manifests: String,
+    /// The manifests' documents, in path order then document order.
+    pub objects: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("site {0:?} is not defined in the fleet repo")]
+    UnknownSite(String),
+    #[error("{file}: app {app:?}, workload {workload:?}: {message}")]
+    Workload {
+        file: String,
+        app: String,
+        workload: String,
+        message: String,
+    },
+    #[error("site {site:?}: port {port} is claimed by both {first} and {second}")]
+    PortConflict {
+        site: String,
+        port: Port,
+        first: String,
+        second: String,
+    },
+}
+
+/// Renders what `site` must run. Collects every problem rather than stopping at the first.
+pub fn render(fleet: &Fleet, tree: &RepoTree, site: &str, revision: &str) -> Result<DesiredState, Vec<RenderError>> {
+    let Some(site_doc) = fleet.sites.get(site) else {
+        return Err(vec![RenderError::UnknownSite(site.to_string())]);
+    };
+    let site_doc = &site_doc.doc;
+    let site_name: SiteName = site
+        .parse()
+        .map_err(|_| vec![RenderError::UnknownSite(site.to_string())])?;
+    let mut errors = Vec::new();
+    let mut workloads = BTreeMap::new();
+    let mut ports: BTreeMap<Port, String> = BTreeMap::new();
+
+    for (app_name, app) in &fleet.apps {
+        let spec = &app.doc.spec;
+        if !spec.targets.iter().any(|t| target_matches(t, site, site_doc)) {
+            continue;
+        }
+        for base in &spec.workloads {
+            let fail = |message: String| RenderError::Workload {
+                file: app.file.clone(),
+                app: app_name.clone(),
+                workload: base.name.clone(),
+                message,
+            };
+            let mut w = base.clone();
+            for (i, o) in spec.overrides.iter().enumerate() {
+                if !target_matches(&o.target(), site, site_doc) {
+                    continue;
+                }
+                if let Some(patch) = o.workloads.get(&base.name) {
+                    match apply_override(&w, patch) {
+                        Ok(patched) => w = patched,
+                        Err(m) => errors.push(fail(format!("spec.overrides[{i}]: {m}"))),
+                    }
+                }
+            }
+            match resolve(app_name, &w, site, site_doc, tree) {
+                Ok(dw) => {
+                    if let Some(WasmKind::Http { port }) = dw.wasm.as_ref().map(|s| &s.kind) {
+                        if let Some(first) = ports.insert(*port, dw.id()) {
+                            errors.push(RenderError::PortConflict {
+                                site: site.to_string(),
+                                port: *port,
+                                first,
+                                second: dw.id(),
+                            });
+                        }
+                    }
+                    workloads.insert(dw.id(), dw);
+                }
+                Err(m) => errors.push(fail(m)),
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let hash = Digest::of(&canonical_json(&workloads));
+    Ok(DesiredState {
+        site: site_name,
+        revision: revision.to_string(),
+        workloads,
+        hash,
+    })
+}
+
+/// Canonical JSON bytes: serde_json with BTreeMaps (sorted keys) and no whitespace.
+pub fn canonical_json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Going through Value sorts the keys of every object, whatever the struct order.
+    let value = serde_json::to_value(v).expect("desired state serialises");
+    serde_json::to_vec(&value).expect("a JSON value serialises")
+}
+
+fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree) -> Result<DesiredWorkload, String> {
+    if !site_doc.spec.runtimes.contains(&w.runtime) {
+        return Err(format!("site {site:?} does not offer runtime {}", w.runtime));
+    }
+    let mut out = DesiredWorkload {
+        app: app.to_string(),
+        name: w.name.clone(),
+        runtime: w.runtime,
+        wasm: None,
+        k3s: None,
+        hash: Digest::from_bytes([0; 32]),
+    };
+    match w.runtime {
+        Runtime::Wasm => {
+            let path = w
+                .component
+                .as_deref()
+                .and_then(normalize)
+                .ok_or("a wasm workload needs a component path inside the repo")?;
+            let bytes = tree
+                .get(&path)
+                .ok_or_else(|| format!("component {path:?} does not exist in the repo"))?;
+            let kind = match (&w.http, &w.command) {
+                (Some(h), None) => WasmKind::Http { port: h.port },
+                (None, Some(c)) => WasmKind::Command {
+                    args: c.args.iter().map(|a| substitute(a, site, site_doc)).collect::<Result<_, _>>()?,
+                },
+                _ => return Err("a wasm workload is either `http` or `command`".into()),
+            };
+            let env = w
+                .env
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), substitute(v, site, site_doc)?)))
+                .collect::<Result<_, String>>()?;
+            let l = w.limits.clone().unwrap_or_default();
+            out.wasm = Some(WasmSpec {
+                component: ComponentRef {
+                    path,
+                    digest: Digest::of(bytes),
+                    size: bytes.len() as u64,
+                },
+                kind,
+                env,
+                limits: ResolvedLimits {
+                    memory: l.memory.unwrap_or(DEFAULT_MEMORY),
+                    cpu_time_per_request: l.cpu_time_per_request.unwrap_or(DEFAULT_CPU_TIME_PER_REQUEST),
+                    max_concurrent_requests: l.max_concurrent_requests.unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
+                },
+                capabilities: w.capabilities.clone(),
+            });
+        }
+        Runtime::K3s => {
+            let dir = w
+                .manifests
+                .as_deref()
+                .and_then(normalize)
+                .ok_or("a k3s workload needs a manifests folder inside the repo")?;
+            let mut objects = Vec::new();
+            for (file, bytes) in tree.files_under(&dir).filter(|(f, _)| f.ends_with(".yaml") || f.ends_with(".yml")) {
+                let text = std::str::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8"))?;
+                for de in serde_yaml::Deserializer::from_str(text) {
+                    let v: serde_json::Value =
+                        serde::Deserialize::deserialize(de).map_err(|e| format!("{file}: {e}"))?;
+                    if !v.is_null() {
+                        objects.push(v);
+                    }
+                }
+            }
+            out.k3s = Some(K3sSpec { manifests: dir, objects });
+        }
+    }
+    out.hash = Digest::of(&canonical_json(&out));
+    Ok(out)
+}
+
+/// Substitutes `${site.name}`, `${site.labels.KEY}` and `${values.KEY}`; `$${` is a literal `${`.
+pub fn substitute(input: &str, site: &str, doc: &Site) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i..];
+        if let Some(r) = rest.strip_prefix("$${") {
+            out.push_str("${");
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("${") {
+            let end = r.find('}').ok_or_else(|| format!("unclosed ${{ in {input:?}"))?;
+            let key = &r[..end];
+            let value = if key == "site.name" {
+                Some(site)
+            } else if let Some(l) = key.strip_prefix("site.labels.") {
+                doc.metadata.labels.get(l).map(String::as_str)
+            } else if let Some(v) = key.strip_prefix("values.") {
+                doc.spec.values.get(v).map(String::as_str)
+            } else {
+                None
+            };
+            let value = value.ok_or_else(|| {
+                format!("${{{key}}} is not defined for site {site:?} (known: site.name, site.labels.*, values.*)")
+            })?;
+            out.push_str(value);
+            rest = &r[end + 1..];
+        } else {
+            out.push('$');
+            rest = &rest[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}

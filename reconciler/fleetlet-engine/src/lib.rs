@@ -1,0 +1,2 @@
+//! The reconcile engine (work in progress).
+pub mod ports;
