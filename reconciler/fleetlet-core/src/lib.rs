@@ -16,7 +16,7 @@ pub mod units;
 
 pub use digest::Digest;
 pub use load::{Diagnostic, Fleet, Severity, load_fleet};
-pub use model::{App, Site, SiteName};
+pub use model::{App, Runtime, Site, SiteName};
 pub use plan::{Action, ObservedWorkload, Plan, WorkloadHealth, plan};
 pub use render::{DesiredState, DesiredWorkload, RenderError, render};
 pub use tree::RepoTree;

@@ -1,2 +1,12 @@
-//! The reconcile engine (work in progress).
+//! The reconcile engine: runs the cycle observe → render → plan → (verify) → apply → record through
+//! the ports in [`ports`]. It owns the order of the steps and the last-known-good rule; it knows
+//! no adapter by name.
+
+pub mod engine;
 pub mod ports;
+pub mod record;
+pub mod status;
+
+pub use engine::{CycleOutcome, Engine};
+pub use record::{AgentState, AppliedRelease, CycleError, Stage};
+pub use status::{Status, WorkloadStatus};

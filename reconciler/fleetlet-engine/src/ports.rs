@@ -119,3 +119,14 @@ pub trait WorkloadRuntime {
     /// Stops a workload; in-flight requests finish first.
     fn stop(&self, id: &str) -> Result<(), RuntimeError>;
 }
+
+#[derive(Debug, thiserror::Error)]
+#[error("state store: {0}")]
+pub struct StateError(pub String);
+
+/// Where the agent state record lives. `save` is atomic: after a crash `load` returns the old
+/// record or the new one.
+pub trait StateStore {
+    fn load(&self) -> Result<Option<crate::record::AgentState>, StateError>;
+    fn save(&self, state: &crate::record::AgentState) -> Result<(), StateError>;
+}

@@ -1,1 +1,480 @@
-//! placeholder
+//! fleetlet's Git source: the "observe/pull" step of the reconcile cycle. Each cycle starts by
+//! asking the source whether the followed ref moved ([`Source::poll`]) and, when it did, for the
+//! files of the new commit ([`Source::read_tree`]); the engine then loads, renders and plans.
+//!
+//! The source keeps a bare mirror under the agent's state dir. A poll first lists the remote's
+//! refs (like `git ls-remote`) and fetches nothing when the followed ref still points at the
+//! commit the agent last applied; otherwise it fetches just that ref. A new commit that does not
+//! descend from the last applied one is a history rewrite (force-push) and is refused unless the
+//! site allows it. Trees are read straight from the mirror's object database with size limits
+//! and symlink checks (see [`tree`](crate::tree) for the symlink rule).
+
+mod follow;
+mod transport;
+mod tree;
+
+pub use follow::Follow;
+pub use transport::local_path;
+
+use fleetlet_core::RepoTree;
+use fleetlet_engine::ports::{Poll, Revision, Source, SourceError};
+use follow::{Head, TagPattern};
+use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+use transport::{CallbackOutcome, CallbackSettings, KnownHosts, SshTarget};
+
+/// Default per-file limit: fleet repos hold manifests and components, not media.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+/// Default limit for all files of one commit together (they are held in memory).
+pub const DEFAULT_MAX_TREE_SIZE: u64 = 512 * 1024 * 1024;
+/// Default connect and read timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the mirror keeps what it fetched. `fetched` is the last ref fetched (even if refused),
+/// `accepted` the last commit handed to the engine: keeping both referenced keeps their objects
+/// in the mirror should anything ever prune it.
+const FETCHED_REF: &str = "refs/fleetlet/fetched";
+const ACCEPTED_REF: &str = "refs/fleetlet/accepted";
+const CANDIDATES_REF_PREFIX: &str = "refs/fleetlet/candidates/";
+
+/// How to reach and follow the fleet repo.
+#[derive(Debug, Clone)]
+pub struct GitSourceConfig {
+    /// A local path, `file://`, `git://`, `http://`, `https://`, `ssh://` or `user@host:path`.
+    pub url: String,
+    /// The branch or tag pattern to follow.
+    pub follow: Follow,
+    /// The bare mirror, created if missing (under the agent's state dir).
+    pub mirror_dir: PathBuf,
+    /// Extra certificate authority (PEM) trusted for https, besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Private key for ssh remotes (OpenSSH format, unencrypted).
+    pub ssh_key: Option<PathBuf>,
+    /// Pinned host keys; required for ssh remotes. Unknown hosts are refused.
+    pub known_hosts: Option<PathBuf>,
+    /// Accept a followed ref that moved to a commit not descending from the last applied one.
+    pub allow_force_push: bool,
+    /// Largest single file accepted (default [`DEFAULT_MAX_FILE_SIZE`]).
+    pub max_file_size: u64,
+    /// Largest total of all files of a commit (default [`DEFAULT_MAX_TREE_SIZE`]).
+    pub max_tree_size: u64,
+    /// Connect and read timeout for network remotes (default [`DEFAULT_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl GitSourceConfig {
+    /// A configuration with the defaults: no CA, no ssh key, force-pushes refused, 64 MiB per
+    /// file, 512 MiB per tree, 30 s timeout.
+    pub fn new(url: impl Into<String>, follow: Follow, mirror_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            url: url.into(),
+            follow,
+            mirror_dir: mirror_dir.into(),
+            ca_file: None,
+            ssh_key: None,
+            known_hosts: None,
+            allow_force_push: false,
+            max_file_size: DEFAULT_MAX_FILE_SIZE,
+            max_tree_size: DEFAULT_MAX_TREE_SIZE,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// A configuration that cannot work; reported by [`GitSource::open`] as
+/// [`SourceError::Refused`] because a human must fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("ssh remote {url} needs known_hosts: host keys are never trusted on first use")]
+    MissingKnownHosts { url: String },
+    #[error("known_hosts {path}: {source}")]
+    KnownHosts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("ca_file {path}: {message}")]
+    CaFile { path: PathBuf, message: String },
+    #[error("tag pattern {pattern:?}: {source}")]
+    TagPattern {
+        pattern: String,
+        source: globset::Error,
+    },
+    #[error("branch name is empty")]
+    EmptyBranch,
+}
+
+impl From<ConfigError> for SourceError {
+    fn from(e: ConfigError) -> Self {
+        SourceError::Refused(e.to_string())
+    }
+}
+
+/// The Git implementation of the engine's [`Source`] port.
+pub struct GitSource {
+    config: GitSourceConfig,
+    repo: Repository,
+    ssh: Option<SshTarget>,
+    tag_pattern: Option<TagPattern>,
+    /// A Cell so the fetch closure can count while the remote borrows the repository.
+    fetches: Cell<u64>,
+}
+
+impl std::fmt::Debug for GitSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitSource")
+            .field("config", &self.config)
+            .field("fetches", &self.fetches)
+            .finish()
+    }
+}
+
+impl GitSource {
+    /// Checks the configuration and opens (or creates) the bare mirror. Touches no network.
+    pub fn open(config: GitSourceConfig) -> Result<Self, SourceError> {
+        let ssh = transport::ssh_target(&config.url);
+        if ssh.is_some() {
+            let Some(path) = &config.known_hosts else {
+                return Err(ConfigError::MissingKnownHosts {
+                    url: config.url.clone(),
+                }
+                .into());
+            };
+            KnownHosts::load(path).map_err(|source| ConfigError::KnownHosts {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let tag_pattern = match &config.follow {
+            Follow::TagPattern(p) => {
+                Some(
+                    TagPattern::new(p).map_err(|source| ConfigError::TagPattern {
+                        pattern: p.clone(),
+                        source,
+                    })?,
+                )
+            }
+            Follow::Branch(b) if b.is_empty() => return Err(ConfigError::EmptyBranch.into()),
+            Follow::Branch(_) => None,
+        };
+        if let Some(ca) = &config.ca_file {
+            if !ca.is_file() {
+                return Err(ConfigError::CaFile {
+                    path: ca.clone(),
+                    message: "not a readable file".into(),
+                }
+                .into());
+            }
+            transport::add_ca_file(ca).map_err(|e| ConfigError::CaFile {
+                path: ca.clone(),
+                message: e.message().to_string(),
+            })?;
+        }
+        let repo = open_mirror(&config.mirror_dir)?;
+        Ok(Self {
+            config,
+            repo,
+            ssh,
+            tag_pattern,
+            fetches: Cell::new(0),
+        })
+    }
+
+    /// How many fetches (object transfers) this source has run; a no-op poll adds none.
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.get()
+    }
+
+    pub fn config(&self) -> &GitSourceConfig {
+        &self.config
+    }
+
+    fn unreachable(&self, e: &git2::Error) -> SourceError {
+        SourceError::Unreachable {
+            url: self.config.url.clone(),
+            message: e.message().to_string(),
+        }
+    }
+
+    /// A libgit2 network error, unless a callback refused the ssh host key: that needs a human.
+    fn network_error(&self, e: &git2::Error, outcome: &CallbackOutcome) -> SourceError {
+        match outcome.host_key_error.borrow().as_ref() {
+            Some(host_key) => {
+                SourceError::Refused(format!("fetching {}: {host_key}", self.config.url))
+            }
+            None => self.unreachable(e),
+        }
+    }
+
+    fn revision(&self, commit: Oid, reference: &str) -> Result<Revision, SourceError> {
+        let c = self.repo.find_commit(commit).map_err(local)?;
+        Ok(Revision {
+            commit: commit.to_string(),
+            reference: reference.to_string(),
+            summary: String::from_utf8_lossy(c.summary_bytes().unwrap_or_default()).into_owned(),
+            time: c.time().seconds(),
+        })
+    }
+
+    /// The commit `oid` (a commit or an annotated tag) stands for, if its objects are local.
+    fn local_commit(&self, oid: Oid) -> Option<Oid> {
+        let object = self.repo.find_object(oid, None).ok()?;
+        object.peel_to_commit().ok().map(|c| c.id())
+    }
+
+    fn has_object(&self, oid: Oid) -> bool {
+        self.repo.odb().map(|odb| odb.exists(oid)).unwrap_or(false)
+    }
+
+    /// Among advertised tags matching the pattern, the newest (see [`follow`] for the rule).
+    /// Ordering by commit time needs the commits, so that path fetches the missing ones first.
+    fn pick_tag(
+        &self,
+        heads: &[Head],
+        fetch: &mut dyn FnMut(&[String]) -> Result<(), SourceError>,
+    ) -> Result<Head, SourceError> {
+        let pattern = self
+            .tag_pattern
+            .as_ref()
+            .expect("tag pattern compiled at open");
+        let candidates = pattern.matches(heads);
+        if candidates.is_empty() {
+            return Err(SourceError::Unreachable {
+                url: self.config.url.clone(),
+                message: format!("no tag matches {:?}", self.pattern_text()),
+            });
+        }
+        if let Some(newest) = pattern.newest_by_version(&candidates) {
+            return Ok(newest.clone());
+        }
+        let missing: Vec<String> = candidates
+            .iter()
+            .filter(|h| !self.has_object(h.peeled.unwrap_or(h.oid)))
+            .map(|h| {
+                format!(
+                    "+{}:{CANDIDATES_REF_PREFIX}{}",
+                    h.name,
+                    h.name.trim_start_matches("refs/tags/")
+                )
+            })
+            .collect();
+        if !missing.is_empty() {
+            debug!(
+                count = missing.len(),
+                "fetching matching tags to order them by commit time"
+            );
+            fetch(&missing)?;
+        }
+        let mut dated = Vec::new();
+        for head in candidates {
+            let commit = self.local_commit(head.oid).ok_or_else(|| {
+                SourceError::Refused(format!("tag {} does not point to a commit", head.name))
+            })?;
+            let time = self
+                .repo
+                .find_commit(commit)
+                .map_err(local)?
+                .time()
+                .seconds();
+            dated.push((time, head));
+        }
+        let (_, newest) = dated
+            .into_iter()
+            .max_by(|(ta, ha), (tb, hb)| ta.cmp(tb).then_with(|| ha.name.cmp(&hb.name)))
+            .expect("not empty");
+        Ok(newest.clone())
+    }
+
+    fn pattern_text(&self) -> &str {
+        match &self.config.follow {
+            Follow::TagPattern(p) | Follow::Branch(p) => p,
+        }
+    }
+}
+
+impl Source for GitSource {
+    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
+        let last_seen = last_seen
+            .map(|s| {
+                Oid::from_str(s).map_err(|_| {
+                    SourceError::Local(format!("last seen commit {s:?} is not a commit id"))
+                })
+            })
+            .transpose()?;
+        transport::apply_timeouts(self.config.timeout).map_err(local)?;
+        let known_hosts = match (&self.ssh, &self.config.known_hosts) {
+            // Re-read every poll so an operator's edit takes effect without a restart.
+            (Some(_), Some(path)) => {
+                Some(
+                    KnownHosts::load(path).map_err(|source| ConfigError::KnownHosts {
+                        path: path.clone(),
+                        source,
+                    })?,
+                )
+            }
+            _ => None,
+        };
+        let settings = CallbackSettings {
+            ssh: self.ssh.as_ref(),
+            known_hosts: known_hosts.as_ref(),
+            ssh_key: self.config.ssh_key.as_deref(),
+        };
+        let outcome = CallbackOutcome::default();
+
+        // List the remote's refs without transferring objects.
+        let mut remote = self
+            .repo
+            .remote_anonymous(&self.config.url)
+            .map_err(|e| self.unreachable(&e))?;
+        let mut connection = remote
+            .connect_auth(
+                Direction::Fetch,
+                Some(transport::callbacks(&settings, &outcome)),
+                None,
+            )
+            .map_err(|e| self.network_error(&e, &outcome))?;
+        let heads = follow::collect_heads(
+            connection
+                .list()
+                .map_err(|e| self.network_error(&e, &outcome))?
+                .iter()
+                .map(|h| (h.name(), h.oid())),
+        );
+
+        // One fetch at most per poll, on the connection already open.
+        let url = self.config.url.clone();
+        let counter = &self.fetches;
+        let mut fetch = |refspecs: &[String]| -> Result<(), SourceError> {
+            let mut options = FetchOptions::new();
+            options.remote_callbacks(transport::callbacks(&settings, &outcome));
+            // Only what we ask for: no tags riding along, no pruning of our own refs.
+            options.download_tags(AutotagOption::None);
+            counter.set(counter.get() + 1);
+            connection
+                .remote()
+                .fetch(refspecs, Some(&mut options), None)
+                .map_err(|e| match outcome.host_key_error.borrow().as_ref() {
+                    Some(host_key) => SourceError::Refused(format!("fetching {url}: {host_key}")),
+                    None => SourceError::Unreachable {
+                        url: url.clone(),
+                        message: e.message().to_string(),
+                    },
+                })
+        };
+
+        let target = match &self.config.follow {
+            Follow::Branch(branch) => {
+                let name = Follow::branch_ref(branch);
+                heads
+                    .iter()
+                    .find(|h| h.name == name)
+                    .cloned()
+                    .ok_or_else(|| SourceError::Unreachable {
+                        url: self.config.url.clone(),
+                        message: format!("the remote has no {name}"),
+                    })?
+            }
+            Follow::TagPattern(_) => self.pick_tag(&heads, &mut fetch)?,
+        };
+
+        // The commit the ref stands for, known without fetching when the server peeled the tag
+        // or the objects are already local.
+        let known = target
+            .peeled
+            .filter(|c| self.has_object(*c))
+            .or_else(|| self.local_commit(target.oid));
+        if let (Some(commit), Some(last)) = (known, last_seen)
+            && commit == last
+            && self.has_object(target.oid)
+        {
+            debug!(commit = %commit, reference = %target.name, "followed ref unchanged; nothing fetched");
+            return Ok(Poll::Unchanged(self.revision(commit, &target.name)?));
+        }
+
+        if !self.has_object(target.oid) {
+            fetch(&[format!("+{}:{FETCHED_REF}", target.name)])?;
+        }
+        drop(connection);
+        drop(remote);
+        self.repo
+            .reference(FETCHED_REF, target.oid, true, "fleetlet: fetched")
+            .map_err(local)?;
+
+        let commit = self.local_commit(target.oid).ok_or_else(|| {
+            SourceError::Refused(format!(
+                "{} ({}) does not point to a commit",
+                target.name, target.oid
+            ))
+        })?;
+
+        if let Some(last) = last_seen
+            && last != commit
+        {
+            // After the fetch the mirror holds all ancestors of `commit`; if `last` is not even
+            // in the mirror it cannot be one.
+            let descends = self.has_object(last)
+                && self.repo.graph_descendant_of(commit, last).map_err(local)?;
+            if !descends {
+                if !self.config.allow_force_push {
+                    return Err(SourceError::Refused(format!(
+                        "{} moved by force-push: {commit} is not a descendant of {last}, the last applied \
+                         commit; refusing the rewritten history (set allow_force_push to accept it)",
+                        target.name
+                    )));
+                }
+                warn!(reference = %target.name, new = %commit, old = %last, "history rewritten (force-push); accepting because allow_force_push is set");
+            }
+        }
+
+        self.repo
+            .reference(ACCEPTED_REF, commit, true, "fleetlet: accepted")
+            .map_err(local)?;
+        let revision = self.revision(commit, &target.name)?;
+        info!(commit = %revision.commit, reference = %revision.reference, summary = %revision.summary, "followed ref moved");
+        Ok(Poll::Changed(revision))
+    }
+
+    fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
+        let bad = |message: String| SourceError::BadTree {
+            commit: commit.to_string(),
+            message,
+        };
+        let oid = Oid::from_str(commit).map_err(|_| bad("not a commit id".into()))?;
+        let c = self.repo.find_commit(oid).map_err(|e| {
+            SourceError::Local(format!(
+                "commit {commit} is not in the mirror: {}",
+                e.message()
+            ))
+        })?;
+        let limits = tree::Limits {
+            max_file_size: self.config.max_file_size,
+            max_tree_size: self.config.max_tree_size,
+        };
+        tree::read_commit_tree(&self.repo, &c, limits).map_err(|e| match e {
+            tree::TreeError::Git(g) => {
+                SourceError::Local(format!("reading commit {commit}: {}", g.message()))
+            }
+            other => bad(other.to_string()),
+        })
+    }
+}
+
+fn local(e: git2::Error) -> SourceError {
+    SourceError::Local(e.message().to_string())
+}
+
+/// Opens the bare mirror at `dir`, creating it (and its parents) when missing.
+fn open_mirror(dir: &std::path::Path) -> Result<Repository, SourceError> {
+    if dir.join("HEAD").exists() {
+        let repo = Repository::open_bare(dir)
+            .map_err(|e| SourceError::Local(format!("{}: {}", dir.display(), e.message())))?;
+        return Ok(repo);
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| SourceError::Local(format!("creating {}: {e}", dir.display())))?;
+    info!(mirror = %dir.display(), "creating the Git mirror");
+    Repository::init_bare(dir)
+        .map_err(|e| SourceError::Local(format!("{}: {}", dir.display(), e.message())))
+}

@@ -1,1 +1,279 @@
-fn main() {}
+//! `fleetlet`: the binary. CLI parsing, config, wiring of adapters into the engine, and the
+//! agent's HTTP endpoint. Errors are `anyhow` here, with context naming what was being done.
+
+mod agent;
+mod config;
+mod fs_tree;
+mod metrics;
+mod schema;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use fleetlet_core::load::load_fleet;
+use fleetlet_core::{RepoTree, Severity, render};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "fleetlet", version, about = "A pull-based GitOps agent for edge fleets", propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "FLEETLET_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// More logging (-v debug, -vv trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the site agent: pull the fleet repo, render this site, run its workloads.
+    Agent {
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a fleet repo (a directory) and list every problem; exit 1 when there is any error.
+    Validate {
+        #[arg(long, default_value = ".")]
+        repo: PathBuf,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Print the desired state of one site.
+    Render {
+        /// A directory (its files as they are), or a Git repo path/URL when --rev is given.
+        #[arg(long)]
+        repo: String,
+        /// Branch or tag to render (reads the repo through Git).
+        #[arg(long)]
+        rev: Option<String>,
+        #[arg(long)]
+        site: String,
+        #[arg(short, long, value_enum, default_value = "yaml")]
+        output: Output,
+    },
+    /// Show what runs on this site, from which commit, the last error and the last sync.
+    Status {
+        #[arg(long, conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Write the JSON Schemas of every document kind.
+    Schemas {
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let result = match cli.command {
+        Command::Agent { config } => config::AgentConfig::load(&config).and_then(agent::run).map(|_| true),
+        Command::Validate { repo, output } => validate(&repo, output),
+        Command::Render {
+            repo,
+            rev,
+            site,
+            output,
+        } => render_cmd(&repo, rev.as_deref(), &site, output),
+        Command::Status {
+            state_dir,
+            config,
+            output,
+        } => status_cmd(state_dir, config, output),
+        Command::Schemas { out } => write_schemas(&out).map(|_| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!("{level},cranelift_codegen=warn,wasmtime_cranelift=warn,sled=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+pub fn print_value<T: serde::Serialize>(v: &T, output: Output) -> anyhow::Result<()> {
+    match output {
+        Output::Json | Output::Text => println!("{}", serde_json::to_string_pretty(v)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(v)?),
+    }
+    Ok(())
+}
+
+fn validate(repo: &Path, output: Output) -> anyhow::Result<bool> {
+    let tree = fs_tree::read_dir_tree(repo)?;
+    let loaded = load_fleet(&tree);
+    let mut diags = loaded.diagnostics.clone();
+    // Rendering every site finds what only shows per site (port clashes, undefined values).
+    if !loaded.has_errors() {
+        for name in loaded.fleet.sites.keys() {
+            if let Err(errs) = render(&loaded.fleet, &tree, name, "working-tree") {
+                diags.extend(errs.into_iter().map(|e| fleetlet_core::Diagnostic {
+                    file: String::new(),
+                    line: 0,
+                    field: String::new(),
+                    severity: Severity::Error,
+                    message: e.to_string(),
+                }));
+            }
+        }
+    }
+    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    match output {
+        Output::Text => {
+            for d in &diags {
+                if d.file.is_empty() {
+                    println!("{}", d.message);
+                } else {
+                    println!("{d}");
+                }
+            }
+            let warnings = diags.len() - errors;
+            if errors == 0 {
+                println!(
+                    "ok: {} site(s), {} app(s), {warnings} warning(s)",
+                    loaded.fleet.sites.len(),
+                    loaded.fleet.apps.len()
+                );
+            } else {
+                println!("{errors} error(s), {warnings} warning(s)");
+            }
+        }
+        o => print_value(&diags, o)?,
+    }
+    Ok(errors == 0)
+}
+
+fn render_cmd(repo: &str, rev: Option<&str>, site: &str, output: Output) -> anyhow::Result<bool> {
+    let (tree, revision) = match rev {
+        None if Path::new(repo).is_dir() => (fs_tree::read_dir_tree(Path::new(repo))?, "working-tree".to_string()),
+        _ => agent::read_git_tree(repo, rev.unwrap_or("main"))?,
+    };
+    render_tree(&tree, site, &revision, output)
+}
+
+fn render_tree(tree: &RepoTree, site: &str, revision: &str, output: Output) -> anyhow::Result<bool> {
+    let loaded = load_fleet(tree);
+    if loaded.has_errors() {
+        for d in loaded.errors() {
+            eprintln!("{d}");
+        }
+        bail!("the fleet repo at {revision} is invalid: run `fleetlet validate`");
+    }
+    match render(&loaded.fleet, tree, site, revision) {
+        Ok(desired) => {
+            print_value(&desired, if output == Output::Text { Output::Yaml } else { output })?;
+            Ok(true)
+        }
+        Err(errs) => {
+            for e in &errs {
+                eprintln!("error: {e}");
+            }
+            Ok(false)
+        }
+    }
+}
+
+fn status_cmd(state_dir: Option<PathBuf>, config: Option<PathBuf>, output: Output) -> anyhow::Result<bool> {
+    let dir = match (state_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
+        (None, None) => PathBuf::from("/var/lib/fleetlet"),
+    };
+    let path = dir.join(agent::STATUS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (has the agent run with this state dir?)", path.display()))?;
+    let status: fleetlet_engine::Status =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    if output != Output::Text {
+        print_value(&status, output)?;
+        return Ok(status.last_error.is_none());
+    }
+    let time = |t: Option<i64>| t.map(agent::format_time).unwrap_or_else(|| "never".into());
+    println!("site:            {}", status.site);
+    match &status.applied_commit {
+        Some(c) => println!(
+            "applied:         {c} \"{}\" at {}",
+            status.applied_summary.as_deref().unwrap_or(""),
+            time(status.applied_at)
+        ),
+        None => println!("applied:         nothing yet"),
+    }
+    println!(
+        "last-known-good: {}",
+        status.last_known_good_commit.as_deref().unwrap_or("none")
+    );
+    println!("last seen:       {}", status.last_seen_commit.as_deref().unwrap_or("none"));
+    println!("last sync:       {}", time(status.last_sync));
+    match &status.last_error {
+        Some(e) => {
+            println!(
+                "last error:      [{:?}] {} ({}{})",
+                e.stage,
+                e.message,
+                time(Some(e.at)),
+                e.commit.as_deref().map(|c| format!(", commit {c}")).unwrap_or_default()
+            );
+            for d in &e.details {
+                println!("                 {d}");
+            }
+        }
+        None => println!("last error:      none"),
+    }
+    println!("workloads:");
+    for w in &status.workloads {
+        let port = w.port.map(|p| format!(" :{p}")).unwrap_or_default();
+        let reason = w.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        println!("  {:<32} {:<5} {:<11}{port} {}{reason}", w.id, w.runtime, w.state, w.artifact);
+    }
+    Ok(status.last_error.is_none())
+}
+
+fn write_schemas(out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    for (name, text) in schema::all() {
+        std::fs::write(out.join(name), text).with_context(|| format!("writing {name}"))?;
+    }
+    Ok(())
+}

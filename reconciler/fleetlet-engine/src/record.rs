@@ -1,0 +1,67 @@
+//! What the engine remembers between cycles and restarts: the agent state record. The state store
+//! writes it as one unit, so a crash leaves the old record or the new one, never a mix.
+
+use crate::ports::Revision;
+use fleetlet_core::DesiredState;
+use serde::{Deserialize, Serialize};
+
+/// Bumped when the record changes shape; older agents refuse newer records.
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentState {
+    pub version: u32,
+    /// The newest commit the source showed us, applied or not.
+    #[serde(default)]
+    pub last_seen: Option<Revision>,
+    /// What runs now.
+    #[serde(default)]
+    pub applied: Option<AppliedRelease>,
+    /// The last release that was applied and came up healthy: what we return to.
+    #[serde(default)]
+    pub last_known_good: Option<AppliedRelease>,
+    /// The last failed cycle, cleared by the next successful apply.
+    #[serde(default)]
+    pub last_error: Option<CycleError>,
+    /// When the source last answered (Unix seconds).
+    #[serde(default)]
+    pub last_sync: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedRelease {
+    pub revision: Revision,
+    pub desired: DesiredState,
+    /// Unix seconds.
+    pub applied_at: i64,
+}
+
+/// Which step of the cycle failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stage {
+    Source,
+    Validate,
+    Render,
+    Store,
+    Prepare,
+    Apply,
+    State,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CycleError {
+    /// Unix seconds.
+    pub at: i64,
+    pub stage: Stage,
+    /// The commit being applied, when one was.
+    #[serde(default)]
+    pub commit: Option<String>,
+    pub message: String,
+    /// Every individual problem (e.g. each validation error).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}

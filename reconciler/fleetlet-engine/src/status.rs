@@ -1,0 +1,95 @@
+//! The status report: what runs, from which commit, the last error and the last sync. Served at
+//! `/status`, written to `status.json` and printed by `fleetlet status`.
+
+use crate::record::{AgentState, CycleError};
+use fleetlet_core::render::WasmKind;
+use fleetlet_core::{ObservedWorkload, WorkloadHealth};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub site: String,
+    /// Commit that runs now.
+    pub applied_commit: Option<String>,
+    pub applied_summary: Option<String>,
+    pub applied_at: Option<i64>,
+    pub last_known_good_commit: Option<String>,
+    /// Newest commit seen on the source.
+    pub last_seen_commit: Option<String>,
+    pub last_sync: Option<i64>,
+    pub last_error: Option<CycleError>,
+    pub workloads: Vec<WorkloadStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStatus {
+    pub id: String,
+    pub runtime: String,
+    /// The component digest (wasm), or the manifests folder (k3s).
+    pub artifact: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `running`, `restarting`, `completed`, `failed`, `stopped` or `notApplied`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Status {
+    pub fn build(site: &str, state: &AgentState, observed: &BTreeMap<String, ObservedWorkload>) -> Status {
+        let applied = state.applied.as_ref();
+        let mut workloads = Vec::new();
+        if let Some(a) = applied {
+            for (id, w) in &a.desired.workloads {
+                let (artifact, port) = match (&w.wasm, &w.k3s) {
+                    (Some(s), _) => (
+                        s.component.digest.to_string(),
+                        match s.kind {
+                            WasmKind::Http { port } => Some(port.0),
+                            WasmKind::Command { .. } => None,
+                        },
+                    ),
+                    (_, Some(k)) => (k.manifests.clone(), None),
+                    _ => (String::new(), None),
+                };
+                let (state, reason) = match (w.wasm.is_some(), observed.get(id)) {
+                    (false, _) => ("notApplied", Some("this agent has no k3s applier yet".to_string())),
+                    (true, None) => ("stopped", None),
+                    (true, Some(o)) if o.hash != w.hash => ("stale", Some("runs another version".into())),
+                    (true, Some(o)) => (health_name(o.health), None),
+                };
+                workloads.push(WorkloadStatus {
+                    id: id.clone(),
+                    runtime: w.runtime.to_string(),
+                    artifact,
+                    port,
+                    state: state.to_string(),
+                    reason,
+                });
+            }
+        }
+        Status {
+            site: site.to_string(),
+            applied_commit: applied.map(|a| a.revision.commit.clone()),
+            applied_summary: applied.map(|a| a.revision.summary.clone()),
+            applied_at: applied.map(|a| a.applied_at),
+            last_known_good_commit: state.last_known_good.as_ref().map(|a| a.revision.commit.clone()),
+            last_seen_commit: state.last_seen.as_ref().map(|r| r.commit.clone()),
+            last_sync: state.last_sync,
+            last_error: state.last_error.clone(),
+            workloads,
+        }
+    }
+}
+
+pub fn health_name(h: WorkloadHealth) -> &'static str {
+    match h {
+        WorkloadHealth::Running => "running",
+        WorkloadHealth::Restarting => "restarting",
+        WorkloadHealth::Completed => "completed",
+        WorkloadHealth::Failed => "failed",
+    }
+}

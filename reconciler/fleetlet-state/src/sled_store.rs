@@ -1,0 +1,79 @@
+//! The agent state record in sled. The whole record is one value under one key, written with a
+//! single `insert` and flushed before `save` returns: sled applies a single insert atomically, so
+//! after a crash `load` returns the old record or the new one, never a mix.
+
+use fleetlet_engine::AgentState;
+use fleetlet_engine::ports::{StateError, StateStore};
+use std::path::Path;
+
+const KEY: &[u8] = b"agent-state";
+
+pub struct SledStateStore {
+    db: sled::Db,
+}
+
+impl SledStateStore {
+    /// Opens (or creates) the database in `dir`. Fails when another process holds it.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let db = sled::Config::new()
+            .path(dir)
+            // The record is small; a small cache keeps the agent's idle memory low.
+            .cache_capacity(1 << 20)
+            .open()
+            .map_err(|e| StateError(format!("opening {}: {e}", dir.display())))?;
+        Ok(SledStateStore { db })
+    }
+}
+
+impl StateStore for SledStateStore {
+    fn load(&self) -> Result<Option<AgentState>, StateError> {
+        let Some(bytes) = self.db.get(KEY).map_err(|e| StateError(format!("reading the state record: {e}")))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StateError(format!("the state record is unreadable: {e}")))
+    }
+
+    fn save(&self, state: &AgentState) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(state).map_err(|e| StateError(format!("encoding the state record: {e}")))?;
+        self.db
+            .insert(KEY, bytes)
+            .map_err(|e| StateError(format!("writing the state record: {e}")))?;
+        self.db
+            .flush()
+            .map_err(|e| StateError(format!("flushing the state record: {e}")))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = AgentState {
+            version: 1,
+            last_sync: Some(42),
+            ..Default::default()
+        };
+        {
+            let s = SledStateStore::open(dir.path()).unwrap();
+            assert_eq!(s.load().unwrap(), None);
+            s.save(&state).unwrap();
+            state.last_sync = Some(43);
+            s.save(&state).unwrap();
+        }
+        let s = SledStateStore::open(dir.path()).unwrap();
+        assert_eq!(s.load().unwrap(), Some(state));
+    }
+
+    #[test]
+    fn a_second_opener_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = SledStateStore::open(dir.path()).unwrap();
+        assert!(SledStateStore::open(dir.path()).is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! The long-running agent: wires the adapters (Git source, blob store, Wasm host, sled state)
+//! into the engine, runs the cycle on a poll interval and on file-watch triggers, serves
+//! `/healthz`, `/readyz`, `/status` and `/metrics`, and shuts down gracefully on SIGTERM/SIGINT.
+//!
+//! Threads: the engine runs on the main thread (its adapters block); tokio runs the HTTP endpoint,
+//! the Wasm servers and the signal handlers. They meet through a trigger channel and a shared
+//! status snapshot.
+
+use crate::config::AgentConfig;
+use crate::metrics::Metrics;
+use anyhow::{Context, anyhow};
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use fleetlet_engine::ports::{Source, WorkloadRuntime};
+use fleetlet_engine::{Engine, Status};
+use fleetlet_git::{Follow, GitSource, GitSourceConfig};
+use fleetlet_state::{FsBlobStore, SledStateStore};
+use fleetlet_wasm::{WasmHost, WasmHostConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, warn};
+
+pub const STATUS_FILE: &str = "status.json";
+
+/// Why the engine loop wakes up.
+#[derive(Debug)]
+enum Trigger {
+    /// The local fleet repo changed on disk.
+    Changed,
+    Shutdown,
+}
+
+struct Shared {
+    status: RwLock<Status>,
+    ready: AtomicBool,
+    metrics: Metrics,
+}
+
+pub fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// RFC 3339 UTC, without pulling a date crate in for one line of output.
+pub fn format_time(t: i64) -> String {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
+    let git = &cfg.source.git;
+    let follow = match (&git.tag, &git.branch) {
+        (Some(t), _) => Follow::TagPattern(t.clone()),
+        (None, b) => Follow::Branch(b.clone().unwrap_or_else(|| "main".into())),
+    };
+    let mut c = GitSourceConfig::new(git.url.clone(), follow, cfg.state_dir.join("git"));
+    c.ca_file = git.ca_file.clone();
+    c.ssh_key = git.ssh_key.clone();
+    c.known_hosts = git.known_hosts.clone();
+    c.allow_force_push = git.allow_force_push;
+    c.timeout = git.timeout.as_duration();
+    c
+}
+
+/// Reads a fleet repo through Git at a branch or tag (for `fleetlet render --rev`).
+pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::RepoTree, String)> {
+    let tmp = tempfile::tempdir().context("creating a temporary mirror")?;
+    let url = if Path::new(repo).exists() {
+        Path::new(repo).canonicalize()?.to_string_lossy().into_owned()
+    } else {
+        repo.to_string()
+    };
+    let mut last_err = None;
+    for follow in [Follow::Branch(rev.to_string()), Follow::TagPattern(rev.to_string())] {
+        let mut source = GitSource::open(GitSourceConfig::new(url.clone(), follow, tmp.path().join("git")))?;
+        match source.poll(None) {
+            Ok(p) => {
+                let commit = p.revision().commit.clone();
+                return Ok((source.read_tree(&commit)?, commit));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(anyhow!("no branch or tag {rev:?} in {repo}: {}", last_err.map(|e| e.to_string()).unwrap_or_default()))
+}
+
+pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let state_dir = cfg.state_dir.clone();
+    for sub in ["", "blobs", "compiled", "volumes"] {
+        std::fs::create_dir_all(state_dir.join(sub)).with_context(|| format!("creating {}", state_dir.join(sub).display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("fleetlet-io")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+
+    let store = SledStateStore::open(&state_dir.join("db")).context("opening the state store (is another agent running on this state dir?)")?;
+    let blobs = FsBlobStore::open(&state_dir.join("blobs")).context("opening the blob store")?;
+    let host = WasmHost::new(WasmHostConfig {
+        compiled_cache_dir: state_dir.join("compiled"),
+        volumes_dir: state_dir.join("volumes"),
+        bind_address: cfg.runtimes.wasm.bind_address,
+        handle: rt.handle().clone(),
+    })
+    .context("starting the Wasm runtime")?;
+    let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
+    let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store).context("loading agent state")?;
+
+    let shared = Arc::new(Shared {
+        status: RwLock::new(engine.status()),
+        ready: AtomicBool::new(false),
+        metrics: Metrics::new(),
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(cfg.listen.status))
+        .with_context(|| format!("binding the status endpoint on {}", cfg.listen.status))?;
+    info!(address = %cfg.listen.status, site = %cfg.site, "agent starting");
+    let http_shutdown = Arc::new(tokio::sync::Notify::new());
+    rt.spawn(serve_http(listener, shared.clone(), http_shutdown.clone()));
+    rt.spawn(watch_signals(tx.clone()));
+    let _watcher = fleetlet_git::local_path(&cfg.source.git.url).and_then(|p| watch_repo(&p, tx.clone()));
+
+    // Bring back what ran before, from local state only: the site serves before any network.
+    let started = Instant::now();
+    match engine.restore() {
+        Ok(n) if n > 0 => info!(workloads = n, ms = started.elapsed().as_millis() as u64, "restored workloads from local state"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e.message, "could not restore workloads from local state"),
+    }
+    publish(&engine, &shared, &state_dir);
+    shared.ready.store(true, Ordering::SeqCst);
+
+    let interval = cfg.source.git.interval.as_duration();
+    loop {
+        let t = Instant::now();
+        let outcome = engine.reconcile(now());
+        let status = publish(&engine, &shared, &state_dir);
+        shared.metrics.record(&outcome, t.elapsed().as_secs_f64(), &status);
+        if wait(&rx, interval) {
+            break;
+        }
+    }
+
+    info!("shutting down: draining workloads");
+    shared.ready.store(false, Ordering::SeqCst);
+    let ids: Vec<String> = engine.runtime().observe().into_keys().collect();
+    for id in ids {
+        if let Err(e) = engine.runtime().stop(&id) {
+            warn!(error = %e, "stopping {id}");
+        }
+    }
+    publish(&engine, &shared, &state_dir);
+    http_shutdown.notify_waiters();
+    rt.shutdown_timeout(Duration::from_secs(5));
+    info!("stopped");
+    Ok(())
+}
+
+/// Waits for the next cycle. Returns true on shutdown. File-change bursts are coalesced.
+fn wait(rx: &Receiver<Trigger>, interval: Duration) -> bool {
+    match rx.recv_timeout(interval) {
+        Ok(Trigger::Shutdown) | Err(RecvTimeoutError::Disconnected) => true,
+        Err(RecvTimeoutError::Timeout) => false,
+        Ok(Trigger::Changed) => {
+            // A commit touches several files; wait for the burst to settle.
+            loop {
+                match rx.recv_timeout(Duration::from_millis(20)) {
+                    Ok(Trigger::Changed) => continue,
+                    Ok(Trigger::Shutdown) | Err(RecvTimeoutError::Disconnected) => return true,
+                    Err(RecvTimeoutError::Timeout) => return false,
+                }
+            }
+        }
+    }
+}
+
+fn publish<S, R, B, St>(engine: &Engine<S, R, B, St>, shared: &Shared, state_dir: &Path) -> Status
+where
+    S: Source,
+    R: WorkloadRuntime,
+    B: fleetlet_engine::ports::BlobStore,
+    St: fleetlet_engine::ports::StateStore,
+{
+    let status = engine.status();
+    if let Err(e) = write_atomic(&state_dir.join(STATUS_FILE), &serde_json::to_vec_pretty(&status).unwrap_or_default()) {
+        warn!(error = %e, "writing status.json");
+    }
+    shared.metrics.set_status(&status);
+    *shared.status.write().unwrap_or_else(|e| e.into_inner()) = status.clone();
+    status
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+fn watch_repo(path: &PathBuf, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !ev.kind.is_access() {
+                let _ = tx.send(Trigger::Changed);
+            }
+        }
+    })
+    .map_err(|e| warn!(error = %e, "cannot watch the fleet repo; relying on polling"))
+    .ok()?;
+    match watcher.watch(path, RecursiveMode::Recursive) {
+        Ok(()) => {
+            info!(path = %path.display(), "watching the local fleet repo for changes");
+            Some(watcher)
+        }
+        Err(e) => {
+            warn!(error = %e, path = %path.display(), "cannot watch the fleet repo; relying on polling");
+            None
+        }
+    }
+}
+
+async fn watch_signals(tx: Sender<Trigger>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+    let _ = tx.send(Trigger::Shutdown);
+}
+
+async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Arc<tokio::sync::Notify>) {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(shared);
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.notified().await })
+        .await;
+    if let Err(e) = result {
+        warn!(error = %e, "status endpoint stopped");
+    }
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    if s.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    let status = s.status.read().unwrap_or_else(|e| e.into_inner()).clone();
+    axum::Json(status)
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        s.metrics.encode(),
+    )
+}

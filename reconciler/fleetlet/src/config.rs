@@ -1,0 +1,182 @@
+//! The agent's local config (`agent.yaml`): which site this is, where its state lives, where the
+//! fleet repo comes from and how the runtimes run. Trust material will live here too — on the
+//! site, never only in the fleet repo. Unknown fields are errors.
+
+use anyhow::{Context, bail};
+use fleetlet_core::SiteName;
+use fleetlet_core::units::DurationSpec;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+pub const KIND: &str = "AgentConfig";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "AgentConfig")]
+pub struct AgentConfig {
+    pub api_version: String,
+    pub kind: String,
+    /// The site this agent runs on: its `Site` document in the fleet repo.
+    pub site: SiteName,
+    /// Where the agent keeps its Git mirror, blobs, compiled components and state record.
+    pub state_dir: PathBuf,
+    pub source: SourceConfig,
+    #[serde(default)]
+    pub runtimes: RuntimesConfig,
+    #[serde(default)]
+    pub listen: ListenConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SourceConfig {
+    pub git: GitConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GitConfig {
+    /// A local path, `file://`, `git://`, `http(s)://` or `ssh://` URL.
+    pub url: String,
+    /// Follow this branch (default `main` when no `tag` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Follow the newest tag matching this glob (e.g. `v*`, `release-*`) instead of a branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// How often to poll the remote (default 30s). Local paths are also watched for changes.
+    #[serde(default = "default_interval")]
+    pub interval: DurationSpec,
+    /// Connect and read timeout for the remote (default 30s).
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationSpec,
+    /// CA bundle (PEM) for an https remote with a private CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Private key for ssh remotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_key: Option<PathBuf>,
+    /// known_hosts file for ssh remotes; unknown hosts are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts: Option<PathBuf>,
+    /// Accept a followed ref that moved to a commit that does not descend from the last one seen.
+    #[serde(default)]
+    pub allow_force_push: bool,
+}
+
+fn default_interval() -> DurationSpec {
+    DurationSpec(30_000)
+}
+
+fn default_timeout() -> DurationSpec {
+    DurationSpec(30_000)
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimesConfig {
+    #[serde(default)]
+    pub wasm: WasmConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WasmConfig {
+    /// Address HTTP components listen on (default 0.0.0.0: the site's network).
+    #[serde(default = "default_bind")]
+    pub bind_address: IpAddr,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            bind_address: default_bind(),
+        }
+    }
+}
+
+fn default_bind() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ListenConfig {
+    /// `/healthz`, `/readyz`, `/status` and `/metrics` (default 127.0.0.1:9440; loopback keeps
+    /// them off the site's network).
+    #[serde(default = "default_status_addr")]
+    pub status: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            status: default_status_addr(),
+        }
+    }
+}
+
+fn default_status_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9440))
+}
+
+impl AgentConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading agent config {}", path.display()))?;
+        let cfg: AgentConfig = serde_yaml::from_str(&text).with_context(|| format!("agent config {}", path.display()))?;
+        if cfg.api_version != fleetlet_core::model::API_VERSION || cfg.kind != KIND {
+            bail!(
+                "agent config {}: expected apiVersion {:?} and kind {KIND:?}, got {:?} / {:?}",
+                path.display(),
+                fleetlet_core::model::API_VERSION,
+                cfg.api_version,
+                cfg.kind
+            );
+        }
+        if cfg.source.git.branch.is_some() && cfg.source.git.tag.is_some() {
+            bail!("agent config {}: source.git: set `branch` or `tag`, not both", path.display());
+        }
+        let mut cfg = cfg;
+        // Relative paths are relative to the config file, as an operator reading it expects.
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.state_dir = base.join(&cfg.state_dir);
+        for p in [&mut cfg.source.git.ca_file, &mut cfg.source.git.ssh_key, &mut cfg.source.git.known_hosts]
+            .into_iter()
+            .flatten()
+        {
+            *p = base.join(&*p);
+        }
+        if !cfg.source.git.url.contains("://") && !cfg.source.git.url.contains('@') {
+            cfg.source.git.url = base.join(&cfg.source.git.url).to_string_lossy().into_owned();
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_fields_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("agent.yaml");
+        std::fs::write(
+            &p,
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: s1\nstateDir: state\nsource: {git: {url: repo}}\n",
+        )
+        .unwrap();
+        let cfg = AgentConfig::load(&p).unwrap();
+        assert_eq!(cfg.state_dir, dir.path().join("state"));
+        assert_eq!(cfg.source.git.interval, DurationSpec(30_000));
+        std::fs::write(
+            &p,
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: s1\nstateDir: s\nsource: {git: {url: r}}\nbogus: 1\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", AgentConfig::load(&p).unwrap_err());
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

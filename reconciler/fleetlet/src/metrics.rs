@@ -1,0 +1,98 @@
+//! Prometheus metrics of the agent: reconcile counts, durations and errors, workloads by state,
+//! last successful sync.
+
+use fleetlet_engine::{CycleOutcome, Stage, Status};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StageLabel {
+    stage: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<OutcomeLabel, Counter>,
+    errors: Family<StageLabel, Counter>,
+    duration: Histogram,
+    workloads: Family<StateLabel, Gauge>,
+    last_sync: Gauge<f64, AtomicU64>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fleetlet");
+        let reconciles = Family::<OutcomeLabel, Counter>::default();
+        let errors = Family::<StageLabel, Counter>::default();
+        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        let workloads = Family::<StateLabel, Gauge>::default();
+        let last_sync = Gauge::<f64, AtomicU64>::default();
+        registry.register("reconciles", "Reconcile cycles by outcome", reconciles.clone());
+        registry.register("reconcile_errors", "Failed reconcile cycles by the step that failed", errors.clone());
+        registry.register("reconcile_duration_seconds", "Duration of reconcile cycles", duration.clone());
+        registry.register("workloads", "Workloads of the applied release by state", workloads.clone());
+        registry.register(
+            "last_successful_sync_timestamp_seconds",
+            "When the fleet repo source last answered (Unix time)",
+            last_sync.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            workloads,
+            last_sync,
+        }
+    }
+
+    pub fn record(&self, outcome: &CycleOutcome, seconds: f64, status: &Status) {
+        let (name, stage) = match outcome {
+            CycleOutcome::Unchanged => ("unchanged", None),
+            CycleOutcome::Applied { .. } => ("applied", None),
+            CycleOutcome::Rejected { stage, .. } => ("rejected", Some(*stage)),
+            CycleOutcome::SourceUnavailable => ("source_unavailable", Some(Stage::Source)),
+        };
+        self.reconciles
+            .get_or_create(&OutcomeLabel { outcome: name.into() })
+            .inc();
+        if let Some(stage) = stage {
+            let stage = serde_json::to_value(stage).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            self.errors.get_or_create(&StageLabel { stage }).inc();
+        }
+        self.duration.observe(seconds);
+        self.set_status(status);
+    }
+
+    pub fn set_status(&self, status: &Status) {
+        self.workloads.clear();
+        for state in ["running", "restarting", "completed", "failed", "stopped", "stale", "notApplied"] {
+            let n = status.workloads.iter().filter(|w| w.state == state).count();
+            self.workloads.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+        }
+        if let Some(t) = status.last_sync {
+            self.last_sync.set(t as f64);
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
