@@ -3,7 +3,7 @@
 //! naming file, line and field, so one run of `fleetlet validate` shows everything.
 
 use crate::lines::{LineIndex, index_documents};
-use crate::model::{API_GROUP_PREFIX, API_VERSION, App, Override, Runtime, Site, Target, Workload, check_dns_label};
+use crate::model::{API_GROUP_PREFIX, API_VERSION, App, Runtime, Site, Target, Workload, check_dns_label};
 use crate::tree::{RepoTree, normalize};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -278,7 +278,6 @@ fn join_path(prefix: &str, rest: &str) -> String {
 fn parse_app(doc: &RawDoc, diags: &mut Diags) -> Option<App> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields, rename_all = "camelCase")]
-    #[allow(dead_code)]
     struct Envelope {
         api_version: String,
         kind: String,
@@ -287,29 +286,32 @@ fn parse_app(doc: &RawDoc, diags: &mut Diags) -> Option<App> {
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
     struct SpecEnvelope {
         targets: Vec<Value>,
         workloads: Vec<Value>,
         #[serde(default)]
         overrides: Vec<Value>,
     }
-    parse_part::<Envelope>(doc, &doc.value, "", diags)?;
-    let spec = &doc.value["spec"];
-    let mut ok = parse_part::<crate::model::Metadata>(doc, &doc.value["metadata"], "metadata", diags).is_some();
-    for (list, ty) in [("targets", 0), ("workloads", 1), ("overrides", 2)] {
-        if let Some(items) = spec.get(list).and_then(Value::as_sequence) {
-            for (i, item) in items.iter().enumerate() {
-                let prefix = format!("spec.{list}[{i}]");
-                ok &= match ty {
-                    0 => parse_part::<Target>(doc, item, &prefix, diags).is_some(),
-                    1 => parse_part::<Workload>(doc, item, &prefix, diags).is_some(),
-                    _ => parse_part::<Override>(doc, item, &prefix, diags).is_some(),
-                };
-            }
+    let envelope = parse_part::<Envelope>(doc, &doc.value, "", diags)?;
+    let metadata = parse_part::<crate::model::Metadata>(doc, &envelope.metadata, "metadata", diags)?;
+    // Keep the parts that parse, so cross-document checks still run on them.
+    fn parts<T: DeserializeOwned>(doc: &RawDoc, items: &[Value], list: &str, diags: &mut Diags) -> Vec<T> {
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            out.extend(parse_part::<T>(doc, item, &format!("spec.{list}[{i}]"), diags));
         }
+        out
     }
-    if ok { parse_part::<App>(doc, &doc.value, "", diags) } else { None }
+    Some(App {
+        api_version: envelope.api_version,
+        kind: envelope.kind,
+        metadata,
+        spec: crate::model::AppSpec {
+            targets: parts(doc, &envelope.spec.targets, "targets", diags),
+            workloads: parts(doc, &envelope.spec.workloads, "workloads", diags),
+            overrides: parts(doc, &envelope.spec.overrides, "overrides", diags),
+        },
+    })
 }
 
 fn validate_fleet(fleet: &Fleet, tree: &RepoTree, others: &[RawDoc], diags: &mut Diags) {

@@ -82,3 +82,82 @@ pub fn plan(desired: &DesiredState, observed: &BTreeMap<String, ObservedWorkload
     stops.extend(rest);
     Plan { actions: stops }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Runtime, SiteName};
+    use crate::render::DesiredWorkload;
+
+    fn wl(id: &str, version: u8) -> DesiredWorkload {
+        let (app, name) = id.split_once('/').unwrap();
+        DesiredWorkload {
+            app: app.into(),
+            name: name.into(),
+            runtime: Runtime::Wasm,
+            wasm: None,
+            k3s: None,
+            hash: Digest::from_bytes([version; 32]),
+        }
+    }
+
+    fn desired(ws: &[(&str, u8)]) -> DesiredState {
+        DesiredState {
+            site: "s".parse::<SiteName>().unwrap(),
+            revision: "c".into(),
+            workloads: ws.iter().map(|(id, v)| (id.to_string(), wl(id, *v))).collect(),
+            hash: Digest::from_bytes([0; 32]),
+        }
+    }
+
+    fn observed(ws: &[(&str, u8, WorkloadHealth)]) -> BTreeMap<String, ObservedWorkload> {
+        ws.iter()
+            .map(|(id, v, h)| {
+                (
+                    id.to_string(),
+                    ObservedWorkload {
+                        hash: Digest::from_bytes([*v; 32]),
+                        health: *h,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn summary(p: &Plan) -> Vec<String> {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Start(w) => format!("start {}", w.id()),
+                Action::Replace(w) => format!("replace {}", w.id()),
+                Action::Stop(id) => format!("stop {id}"),
+                Action::Keep(id) => format!("keep {id}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plans() {
+        use WorkloadHealth::*;
+        let cases: &[(&str, &[(&str, u8)], &[(&str, u8, WorkloadHealth)], &[&str])] = &[
+            ("nothing to nothing", &[], &[], &[]),
+            ("first start", &[("a/x", 1)], &[], &["start a/x"]),
+            ("unchanged", &[("a/x", 1)], &[("a/x", 1, Running)], &["keep a/x"]),
+            ("new version", &[("a/x", 2)], &[("a/x", 1, Running)], &["replace a/x"]),
+            ("removed", &[], &[("a/x", 1, Running)], &["stop a/x"]),
+            ("failed start is retried", &[("a/x", 1)], &[("a/x", 1, Failed)], &["replace a/x"]),
+            ("restarting is left to the supervisor", &[("a/x", 1)], &[("a/x", 1, Restarting)], &["keep a/x"]),
+            (
+                "stops come first, then by id",
+                &[("b/y", 1), ("a/x", 1)],
+                &[("c/z", 1, Running), ("b/y", 1, Running)],
+                &["stop c/z", "start a/x", "keep b/y"],
+            ),
+        ];
+        for (name, d, o, want) in cases {
+            let got = plan(&desired(d), &observed(o));
+            assert_eq!(summary(&got), *want, "{name}");
+            assert_eq!(got.is_noop(), want.iter().all(|a| a.starts_with("keep")), "{name}");
+        }
+    }
+}

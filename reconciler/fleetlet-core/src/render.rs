@@ -300,3 +300,126 @@ pub fn substitute(input: &str, site: &str, doc: &Site) -> Result<String, String>
     out.push_str(rest);
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_fleet;
+
+    const SITES: &str = "
+apiVersion: fleetlet.dev/v1alpha1
+kind: Site
+metadata: {name: store-1, labels: {tier: store, region: eu}}
+spec: {runtimes: [wasm], values: {city: Berlin}}
+---
+apiVersion: fleetlet.dev/v1alpha1
+kind: Site
+metadata: {name: store-2, labels: {tier: store, region: us}}
+spec: {runtimes: [wasm]}
+---
+apiVersion: fleetlet.dev/v1alpha1
+kind: Site
+metadata: {name: tower-1, labels: {tier: tower}}
+spec: {runtimes: [wasm]}
+";
+
+    const APP: &str = "
+apiVersion: fleetlet.dev/v1alpha1
+kind: App
+metadata: {name: hello}
+spec:
+  targets: [{selector: {matchLabels: {tier: store}}}]
+  workloads:
+    - name: web
+      runtime: wasm
+      component: c/hello.wasm
+      http: {port: 8080}
+      env: {GREETING: 'hi from ${site.name}', PRICE: '$${literal}'}
+      limits: {memory: 32Mi}
+  overrides:
+    - selector: {matchLabels: {region: eu}}
+      workloads: {web: {env: {GREETING: 'hallo aus ${values.city}'}, http: {port: 9090}}}
+    - sites: [store-1]
+      workloads: {web: {limits: null}}
+";
+
+    fn tree(files: &[(&str, &str)]) -> RepoTree {
+        let mut t = RepoTree::new();
+        for (p, c) in files {
+            t.insert(*p, *c);
+        }
+        t
+    }
+
+    fn rendered(t: &RepoTree, site: &str) -> Result<DesiredState, Vec<RenderError>> {
+        let loaded = load_fleet(t);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        render(&loaded.fleet, t, site, "c0ffee")
+    }
+
+    #[test]
+    fn applies_overrides_in_order_and_substitutes() {
+        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "wasm-bytes")]);
+        let eu = rendered(&t, "store-1").unwrap();
+        let w = &eu.workloads["hello/web"];
+        let spec = w.wasm.as_ref().unwrap();
+        assert_eq!(spec.env["GREETING"], "hallo aus Berlin");
+        assert_eq!(spec.env["PRICE"], "${literal}");
+        assert_eq!(spec.kind, WasmKind::Http { port: Port(9090) });
+        // The second override removed the limits: defaults apply.
+        assert_eq!(spec.limits.memory, DEFAULT_MEMORY);
+        assert_eq!(spec.component.digest, Digest::of(b"wasm-bytes"));
+
+        let us = rendered(&t, "store-2").unwrap();
+        let spec = us.workloads["hello/web"].wasm.clone().unwrap();
+        assert_eq!(spec.env["GREETING"], "hi from store-2");
+        assert_eq!(spec.limits.memory, ByteSize(32 << 20));
+
+        let tower = rendered(&t, "tower-1").unwrap();
+        assert!(tower.workloads.is_empty());
+        assert!(matches!(rendered(&t, "nowhere").unwrap_err()[0], RenderError::UnknownSite(_)));
+    }
+
+    #[test]
+    fn is_deterministic_and_hash_tracks_content() {
+        let t1 = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "v1")]);
+        let a = rendered(&t1, "store-2").unwrap();
+        let b = rendered(&t1, "store-2").unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        let mut unrelated = t1.clone();
+        unrelated.insert("README.md", "docs");
+        assert_eq!(rendered(&unrelated, "store-2").unwrap().hash, a.hash);
+        let t2 = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "v2")]);
+        let c = rendered(&t2, "store-2").unwrap();
+        assert_ne!(c.hash, a.hash);
+        assert_ne!(c.workloads["hello/web"].hash, a.workloads["hello/web"].hash);
+    }
+
+    #[test]
+    fn reports_port_conflicts_and_unknown_values() {
+        let clash = APP.replace("name: hello", "name: hello2").replace("${site.name}", "${values.nope}");
+        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("b.yaml", &clash), ("c/hello.wasm", "x")]);
+        let errs = rendered(&t, "store-2").unwrap_err();
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert!(text.iter().any(|e| e.contains("${values.nope} is not defined")), "{text:?}");
+        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("b.yaml", &APP.replace("name: hello", "name: hello2")), ("c/hello.wasm", "x")]);
+        let errs = rendered(&t, "store-2").unwrap_err();
+        assert!(matches!(errs[0], RenderError::PortConflict { port: Port(8080), .. }), "{errs:?}");
+    }
+
+    #[test]
+    fn substitution_table() {
+        let loaded = load_fleet(&tree(&[("sites.yaml", SITES)]));
+        let site = &loaded.fleet.sites["store-1"].doc;
+        for (input, want) in [
+            ("plain", Ok("plain")),
+            ("${site.name}", Ok("store-1")),
+            ("${site.labels.region}-x", Ok("eu-x")),
+            ("$5 and $${x}", Ok("$5 and ${x}")),
+            ("${values.missing}", Err(())),
+            ("${unclosed", Err(())),
+        ] {
+            assert_eq!(substitute(input, "store-1", site).ok().as_deref(), want.ok(), "{input}");
+        }
+    }
+}

@@ -4,11 +4,12 @@
 //!
 //! The tag rule: among tags matching the glob, strip the pattern's literal prefix (the text before
 //! its first wildcard: `release-` in `release-*`) and then one leading `v`/`V`; if every match
-//! then parses as a semantic version, the highest version wins (`v1.10.0` > `v1.2.0`, a
-//! pre-release below its release but above lower versions: `v2.0.0-rc.1` > `v1.10.0`, so narrow
-//! the pattern if pre-releases must not roll out; equal versions are ordered by tag name). If any match does not
-//! parse, all matches are compared by the commit time of the commit they tag instead (ties: tag
-//! name). Mixing schemes would make "newest" ambiguous, so it is all-or-nothing.
+//! then parses as a semantic version, the highest version wins by semver precedence
+//! (`v1.10.0` > `v1.2.0`; a pre-release sorts below its release but above lower versions, so
+//! `v2.0.0-rc.1` > `v1.10.0`: narrow the pattern if pre-releases must not roll out; equal
+//! versions are ordered by tag name). If any match does not parse, all matches are compared by
+//! the commit time of the commit they tag instead (ties: tag name). Mixing schemes would make
+//! "newest" ambiguous, so it is all-or-nothing.
 
 use git2::Oid;
 use globset::{Glob, GlobMatcher};
