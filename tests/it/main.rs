@@ -2,5 +2,7 @@
 
 mod testkit;
 
+mod agent;
+mod cli;
 mod git;
 mod wasm;

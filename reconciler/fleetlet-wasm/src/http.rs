@@ -65,10 +65,10 @@ impl HttpHandler {
             }
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let prepared = (|| {
+        let prepared = (|| -> wasmtime::Result<_> {
             let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
             let out = store.data_mut().http().new_response_outparam(tx)?;
-            wasmtime::Result::Ok((req, out))
+            Ok((req, out))
         })();
         let (req, out) = match prepared {
             Ok(v) => v,

@@ -90,7 +90,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(&cli);
     let result = match cli.command {
-        Command::Agent { config } => config::AgentConfig::load(&config).and_then(agent::run).map(|_| true),
+        Command::Agent { config } => match config::AgentConfig::load(&config) {
+            Ok(cfg) => agent::run(cfg).map(|_| true),
+            Err(e) => {
+                // A config the agent cannot use is a usage error (exit 2), not a failed run.
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
         Command::Validate { repo, output } => validate(&repo, output),
         Command::Render {
             repo,

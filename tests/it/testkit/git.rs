@@ -29,9 +29,14 @@ fn git(dir: &Path, args: &[&str], date: Option<i64>) -> Result<String> {
         let d = format!("@{t} +0000");
         cmd.env("GIT_AUTHOR_DATE", &d).env("GIT_COMMITTER_DATE", &d);
     }
-    let out = cmd.output().with_context(|| format!("running git {args:?}"))?;
+    let out = cmd
+        .output()
+        .with_context(|| format!("running git {args:?}"))?;
     if !out.status.success() {
-        bail!("git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -63,7 +68,11 @@ impl TestRepo {
     fn init(path: &Path) -> Result<Self> {
         std::fs::create_dir_all(path)?;
         git(path, &["init", "-q", "-b", "main"], None)?;
-        Ok(Self { _dir: None, path: path.to_path_buf(), clock: std::cell::Cell::new(1_700_000_000) })
+        Ok(Self {
+            _dir: None,
+            path: path.to_path_buf(),
+            clock: std::cell::Cell::new(1_700_000_000),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -90,7 +99,11 @@ impl TestRepo {
             std::fs::write(&p, bytes)?;
         }
         git(&self.path, &["add", "-A"], None)?;
-        git(&self.path, &["commit", "-q", "--allow-empty", "-m", msg], Some(self.tick()))?;
+        git(
+            &self.path,
+            &["commit", "-q", "--allow-empty", "-m", msg],
+            Some(self.tick()),
+        )?;
         self.head()
     }
 
@@ -113,7 +126,11 @@ impl TestRepo {
     /// Tags HEAD; an annotated tag gets its own tag object (which the source must peel).
     pub fn tag(&self, name: &str, annotated: bool) -> Result<()> {
         if annotated {
-            git(&self.path, &["tag", "-a", name, "-m", &format!("release {name}")], Some(self.tick()))?;
+            git(
+                &self.path,
+                &["tag", "-a", name, "-m", &format!("release {name}")],
+                Some(self.tick()),
+            )?;
         } else {
             git(&self.path, &["tag", name], None)?;
         }
@@ -231,7 +248,9 @@ impl Drop for ServerGuard {
     }
 }
 
-fn serve(on_connection: impl Fn(TcpStream, &mut Vec<TcpStream>) + Send + 'static) -> Result<(u16, ServerGuard)> {
+fn serve(
+    on_connection: impl Fn(TcpStream, &mut Vec<TcpStream>) + Send + 'static,
+) -> Result<(u16, ServerGuard)> {
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let port = listener.local_addr()?.port();
     let stop = Arc::new(AtomicBool::new(false));
@@ -248,13 +267,21 @@ fn serve(on_connection: impl Fn(TcpStream, &mut Vec<TcpStream>) + Send + 'static
             }
         }
     });
-    Ok((port, ServerGuard { stop, port, thread: Some(thread) }))
+    Ok((
+        port,
+        ServerGuard {
+            stop,
+            port,
+            thread: Some(thread),
+        },
+    ))
 }
 
 /// A server that answers every connection with junk bytes and hangs up.
 pub fn serve_garbage() -> Result<(u16, ServerGuard)> {
     serve(|mut conn, _| {
-        let _ = conn.write_all(b"\xff\xfe this is not git \x00\x01\x02 zzzz\r\n\r\nHTTP/9.9 nonsense\n");
+        let _ = conn
+            .write_all(b"\xff\xfe this is not git \x00\x01\x02 zzzz\r\n\r\nHTTP/9.9 nonsense\n");
         let _ = conn.flush();
     })
 }

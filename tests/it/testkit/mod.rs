@@ -1,4 +1,5 @@
 //! Test harness: temporary Git repos and servers, guest components, the agent binary.
 
+pub mod agent;
 pub mod components;
 pub mod git;

@@ -1,0 +1,237 @@
+//! The agent end to end: a real Git server, the real `fleetlet` binary, real HTTP to real
+//! components. Commit → applied; removed → stopped; bad commit → last-known-good keeps serving;
+//! restart offline → back from state and the compiled cache; runaway components → cut off.
+
+use crate::testkit::agent::{Agent, http_app, site_yaml, wait_body, write_config};
+use crate::testkit::components::{free_port, http_get, probe_http, probe_http_v2};
+use crate::testkit::git::{GitDaemon, TestRepo};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+
+fn probe() -> Vec<u8> {
+    std::fs::read(probe_http()).unwrap()
+}
+
+fn commit(repo: &TestRepo, files: &[(&str, &str)], msg: &str) -> String {
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, c)| (*p, c.as_bytes())).collect();
+    repo.commit_files(&files, msg).unwrap()
+}
+
+fn applied(commit: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
+    move |s| s["appliedCommit"].as_str() == Some(commit)
+}
+
+#[test]
+fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new_in(root.path(), "fleet.git").unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    let c1 = commit(
+        &repo,
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("shop", "web", p1, "v1-greeting", "")),
+            ("apps/b.yaml", &http_app("extra", "side", p2, "side", "")),
+        ],
+        "first release",
+    );
+    let daemon = GitDaemon::start(root.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &daemon.url_for("fleet.git"), "200ms", "");
+    let agent = Agent::start(&config);
+
+    agent.wait_status(T, "first release applied", applied(&c1));
+    wait_body(p1, "/", "hello from probe-http v1-greeting", T).unwrap();
+    wait_body(p2, "/", "side", T).unwrap();
+    // Only what the workload declares is in its environment.
+    let (_, env) = http_get(SocketAddr::from(([127, 0, 0, 1], p1)), "/env").unwrap();
+    assert_eq!(env.trim(), "GREETING=v1-greeting");
+
+    // A new commit changes what is served.
+    let c2 = commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", p1, "v2-greeting", ""))], "greet v2");
+    agent.wait_status(T, "second release applied", applied(&c2));
+    wait_body(p1, "/", "v2-greeting", T).unwrap();
+
+    // A broken commit is refused; the last-known-good keeps serving; status says why.
+    let bad = commit(&repo, &[("apps/a.yaml", "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: shop\n")], "broken yaml");
+    let s = agent.wait_status(T, "broken commit refused", |s| s["lastError"]["commit"].as_str() == Some(bad.as_str()));
+    assert_eq!(s["lastError"]["stage"], "validate", "{s:#}");
+    assert!(s["lastError"]["details"][0].as_str().unwrap().starts_with("apps/a.yaml:"), "{s:#}");
+    assert_eq!(s["appliedCommit"].as_str(), Some(c2.as_str()));
+    assert_eq!(s["lastKnownGoodCommit"].as_str(), Some(c2.as_str()));
+    wait_body(p1, "/", "v2-greeting", Duration::from_secs(1)).unwrap();
+    let (code, text, _) = crate::testkit::agent::fleetlet(&["status", "--state-dir", agent.state_dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "status exits 1 while the last cycle failed");
+    assert!(text.contains("apps/a.yaml:") && text.contains(&c2), "{text}");
+
+    // Fixing it and removing a workload: the removed one stops, its port is released.
+    repo.remove("apps/b.yaml").unwrap();
+    let c5 = commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", p1, "v3", ""))], "fix, drop extra");
+    let s = agent.wait_status(T, "removal applied", applied(&c5));
+    assert!(s["lastError"].is_null(), "{s:#}");
+    wait_body(p1, "/", "v3", T).unwrap();
+    let deadline = Instant::now() + T;
+    while http_get(SocketAddr::from(([127, 0, 0, 1], p2)), "/").is_ok() {
+        assert!(Instant::now() < deadline, "removed workload still answers");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // /status and /metrics on the agent's endpoint.
+    let (code, body) = http_get(agent.status_addr, "/status").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(&c5));
+    let (code, metrics) = http_get(agent.status_addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metrics.contains("fleetlet_reconciles_total{outcome=\"applied\"}"), "{metrics}");
+    assert!(metrics.contains("fleetlet_reconcile_errors_total{stage=\"validate\"} 1"), "{metrics}");
+    assert!(metrics.contains("fleetlet_workloads{state=\"running\"} 1"), "{metrics}");
+    assert_eq!(http_get(agent.status_addr, "/readyz").unwrap().0, 200);
+
+    let exit = agent.terminate();
+    assert!(exit.success(), "SIGTERM must exit 0, got {exit}");
+    assert!(http_get(SocketAddr::from(([127, 0, 0, 1], p1)), "/").is_err(), "workloads stop with the agent");
+}
+
+#[test]
+fn agent_restarts_offline_from_state_and_compiled_cache() {
+    let root = tempfile::tempdir().unwrap();
+    let repo = TestRepo::new_in(root.path(), "fleet.git").unwrap();
+    let port = free_port();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    let c1 = commit(
+        &repo,
+        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "cached", ""))],
+        "release",
+    );
+    let daemon = GitDaemon::start(root.path()).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &daemon.url_for("fleet.git"), "200ms", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release applied", applied(&c1));
+    wait_body(port, "/", "cached", T).unwrap();
+    let compiled: Vec<_> = std::fs::read_dir(agent.state_dir.join("compiled")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(compiled.len(), 1, "one precompiled component: {compiled:?}");
+    let mtime = std::fs::metadata(&compiled[0]).unwrap().modified().unwrap();
+
+    // kill -9, then the Git server goes away.
+    agent.kill9();
+    daemon.stop();
+    let agent = Agent::start(&config);
+    wait_body(port, "/", "cached", T).unwrap();
+    let s = agent.wait_status(T, "source failure recorded", |s| s["lastError"]["stage"] == "source");
+    assert_eq!(s["appliedCommit"].as_str(), Some(c1.as_str()));
+    assert_eq!(std::fs::metadata(&compiled[0]).unwrap().modified().unwrap(), mtime, "no recompilation");
+    assert!(agent.logs().contains("restored"), "{}", agent.logs());
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn local_repo_changes_trigger_an_immediate_reconcile() {
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    let c1 = commit(
+        &repo,
+        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "one", ""))],
+        "release",
+    );
+    let work = tempfile::tempdir().unwrap();
+    // An hour between polls: only the file watch can explain a prompt apply.
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "1h", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "first release", applied(&c1));
+    wait_body(port, "/", "one", T).unwrap();
+
+    // Replace the component itself (v1 → v2) while a client keeps asking: no request is lost.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match http_get(SocketAddr::from(([127, 0, 0, 1], port)), "/version") {
+                    Ok((200, _)) => {}
+                    other => failures.push(format!("{other:?}")),
+                }
+                n += 1;
+            }
+            (n, failures)
+        })
+    };
+    let v2 = std::fs::read(probe_http_v2()).unwrap();
+    let started = Instant::now();
+    repo.commit_files(&[("components/probe.wasm", &v2)], "component v2").unwrap();
+    wait_body(port, "/version", "v2", Duration::from_secs(20)).unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (n, failures) = hammer.join().unwrap();
+    assert!(failures.is_empty(), "{} of {n} requests failed during the switch: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    assert!(took < Duration::from_secs(20), "the watch should trigger well before the 1h poll");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn runaway_components_are_cut_off_while_others_keep_serving() {
+    let repo = TestRepo::new().unwrap();
+    let (p1, p2) = (free_port(), free_port());
+    let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 300ms}\n";
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    let c1 = commit(
+        &repo,
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("wild", "web", p1, "wild", limits)),
+            ("apps/b.yaml", &http_app("calm", "web", p2, "calm", "")),
+        ],
+        "release",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "1s", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release", applied(&c1));
+    wait_body(p1, "/", "wild", T).unwrap();
+    let a1 = SocketAddr::from(([127, 0, 0, 1], p1));
+    let a2 = SocketAddr::from(([127, 0, 0, 1], p2));
+    let spinner = std::thread::spawn(move || {
+        let t = Instant::now();
+        (http_get(a1, "/spin").map(|r| r.0), t.elapsed())
+    });
+    let allocator = std::thread::spawn(move || http_get(a1, "/alloc").map(|r| r.0));
+    // While those misbehave, the other workload and the same one keep answering.
+    for _ in 0..20 {
+        assert_eq!(http_get(a2, "/").unwrap().0, 200);
+    }
+    let (spin, took) = spinner.join().unwrap();
+    assert!(matches!(spin, Ok(code) if code >= 500), "{spin:?}");
+    assert!(took < Duration::from_secs(10), "spin was cut off after {took:?}");
+    let alloc = allocator.join().unwrap();
+    assert!(matches!(alloc, Ok(code) if code >= 500), "{alloc:?}");
+    assert_eq!(http_get(a1, "/").unwrap().0, 200);
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn force_push_is_refused_and_reported() {
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    let c1 = commit(
+        &repo,
+        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "kept", ""))],
+        "release",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release", applied(&c1));
+    let first = repo.rev_parse("HEAD~1").unwrap();
+    repo.force_reset(&first).unwrap();
+    commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", port, "rewritten", ""))], "rewritten history");
+    let s = agent.wait_status(T, "force-push refused", |s| s["lastError"]["stage"] == "source");
+    assert!(s["lastError"]["message"].as_str().unwrap().contains("descendant"), "{s:#}");
+    wait_body(port, "/", "kept", Duration::from_secs(2)).unwrap();
+    assert!(agent.terminate().success());
+}
