@@ -86,15 +86,23 @@ impl CompiledCache {
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join(format!("{}-{}.cwasm", digest.hex(), self.compat))
+        self.dir
+            .join(format!("{}-{}.cwasm", digest.hex(), self.compat))
     }
 
     /// The compiled component for `bytes`, which must hash to `digest`. Errors are messages
     /// about the component (not the host): a cache write failure only logs.
-    pub fn load_or_compile(&self, engine: &Engine, digest: &Digest, bytes: &[u8]) -> Result<Component, String> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Component, String> {
         let actual = Digest::of(bytes);
         if actual != *digest {
-            return Err(format!("component bytes have digest {actual}, expected {digest}"));
+            return Err(format!(
+                "component bytes have digest {actual}, expected {digest}"
+            ));
         }
         let path = self.path(digest);
         if path.exists() {

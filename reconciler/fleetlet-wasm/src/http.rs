@@ -33,7 +33,10 @@ pub(crate) struct HttpHandler {
 
 impl HttpHandler {
     pub fn new_store(&self) -> Result<Store<GuestState>, String> {
-        let mut store = Store::new(self.pre.engine(), self.sandbox.state(self.cpu_budget_ticks)?);
+        let mut store = Store::new(
+            self.pre.engine(),
+            self.sandbox.state(self.cpu_budget_ticks)?,
+        );
         store.limiter(|s| &mut s.limiter);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut cx| cx.data_mut().on_epoch_tick());
@@ -66,7 +69,10 @@ impl HttpHandler {
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
         let prepared = (|| -> wasmtime::Result<_> {
-            let req = store.data_mut().http().new_incoming_request(Scheme::Http, req)?;
+            let req = store
+                .data_mut()
+                .http()
+                .new_incoming_request(Scheme::Http, req)?;
             let out = store.data_mut().http().new_response_outparam(tx)?;
             Ok((req, out))
         })();
@@ -84,7 +90,10 @@ impl HttpHandler {
             let _permit = permit;
             let result = async {
                 let proxy = handler.pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, req, out).await
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
             }
             .await;
             result.map_err(|e| (e, store.data().cpu_exceeded))
@@ -119,9 +128,12 @@ impl HttpHandler {
 
 fn plain(status: u16, text: &'static str) -> hyper::Response<WasiBody> {
     let mut resp = hyper::Response::new(text_body(text));
-    *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain"),
+    );
     resp
 }
 
@@ -165,7 +177,10 @@ impl HttpServer {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         let id = self.current().sandbox.id.clone();
-        if tokio::time::timeout(DRAIN_TIMEOUT, self.drained.recv()).await.is_err() {
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.drained.recv())
+            .await
+            .is_err()
+        {
             tracing::warn!(workload = %id, addr = %self.addr, "in-flight requests did not finish in time; dropping them");
         }
     }

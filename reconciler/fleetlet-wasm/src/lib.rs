@@ -62,7 +62,12 @@ pub struct WasmHostConfig {
 }
 
 impl WasmHostConfig {
-    pub fn new(compiled_cache_dir: PathBuf, volumes_dir: PathBuf, bind_address: IpAddr, runtime: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        compiled_cache_dir: PathBuf,
+        volumes_dir: PathBuf,
+        bind_address: IpAddr,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         WasmHostConfig {
             compiled_cache_dir,
             volumes_dir,
@@ -98,9 +103,15 @@ pub enum HostError {
     #[error("configuring wasmtime: {0}")]
     Engine(String),
     #[error("compiled component cache {dir}: {source}")]
-    Cache { dir: PathBuf, source: std::io::Error },
+    Cache {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("volumes dir {dir}: {source}")]
-    Volumes { dir: PathBuf, source: std::io::Error },
+    Volumes {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("starting the epoch ticker: {0}")]
     Ticker(std::io::Error),
 }
@@ -125,7 +136,10 @@ pub struct Prepared {
 }
 
 enum PreparedKind {
-    Http { port: u16, handler: Arc<HttpHandler> },
+    Http {
+        port: u16,
+        handler: Arc<HttpHandler>,
+    },
     Command(Arc<CommandRunner>),
 }
 
@@ -137,13 +151,22 @@ impl Prepared {
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Prepared").field("id", &self.id).field("hash", &self.hash).finish_non_exhaustive()
+        f.debug_struct("Prepared")
+            .field("id", &self.id)
+            .field("hash", &self.hash)
+            .finish_non_exhaustive()
     }
 }
 
 enum Running {
-    Http { hash: Digest, server: HttpServer },
-    Command { hash: Digest, supervisor: Supervisor },
+    Http {
+        hash: Digest,
+        server: HttpServer,
+    },
+    Command {
+        hash: Digest,
+        supervisor: Supervisor,
+    },
 }
 
 /// The embedded Wasm runtime. Cheap to clone; clones share everything.
@@ -172,17 +195,18 @@ impl Drop for Inner {
 
 impl WasmHost {
     pub fn new(config: WasmHostConfig) -> Result<Self, HostError> {
-        let engine = compile::build_engine(config.pooling.as_ref()).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        let engine = compile::build_engine(config.pooling.as_ref())
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| HostError::Engine(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| HostError::Engine(format!("{e:#}")))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| HostError::Engine(format!("{e:#}")))?;
-        let cache = compile::CompiledCache::new(&engine, config.compiled_cache_dir.clone()).map_err(|source| {
-            HostError::Cache {
+        let cache = compile::CompiledCache::new(&engine, config.compiled_cache_dir.clone())
+            .map_err(|source| HostError::Cache {
                 dir: config.compiled_cache_dir.clone(),
                 source,
-            }
-        })?;
+            })?;
         std::fs::create_dir_all(&config.volumes_dir).map_err(|source| HostError::Volumes {
             dir: config.volumes_dir.clone(),
             source,
@@ -246,7 +270,10 @@ impl WasmHost {
 
     fn workloads(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
         // The map stays consistent even if a holder panicked: entries are replaced whole.
-        self.inner.workloads.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner
+            .workloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `fut` to completion on the host's runtime from synchronous code, also when called
@@ -268,7 +295,10 @@ impl WasmHost {
     fn prepare_inner(&self, w: &DesiredWorkload, bytes: &[u8]) -> Result<Prepared, String> {
         let spec = w.wasm.as_ref().ok_or("not a wasm workload")?;
         let digest = &spec.component.digest;
-        let component = self.inner.cache.load_or_compile(&self.inner.engine, digest, bytes)?;
+        let component = self
+            .inner
+            .cache
+            .load_or_compile(&self.inner.engine, digest, bytes)?;
         let volume_root = self.inner.volumes_dir.join(&w.app).join(&w.name);
         let (export, args) = match &spec.kind {
             WasmKind::Http { .. } => ("wasi:http/incoming-handler", vec![w.name.clone()]),
@@ -279,7 +309,10 @@ impl WasmHost {
             }
         };
         if !exports(&self.inner.engine, &component, export) {
-            return Err(format!("component {} does not export {export}", digest.short()));
+            return Err(format!(
+                "component {} does not export {export}",
+                digest.short()
+            ));
         }
         let sandbox = SandboxSpec::new(
             &w.id(),
@@ -296,8 +329,12 @@ impl WasmHost {
             .map_err(|e| format!("component {} cannot be linked: {e:#}", digest.short()))?;
         let kind = match &spec.kind {
             WasmKind::Http { port } => {
-                let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre)
-                    .map_err(|e| format!("component {} is not a wasi:http proxy: {e:#}", digest.short()))?;
+                let pre = wasmtime_wasi_http::p2::bindings::ProxyPre::new(pre).map_err(|e| {
+                    format!(
+                        "component {} is not a wasi:http proxy: {e:#}",
+                        digest.short()
+                    )
+                })?;
                 let tick = EPOCH_TICK.as_millis().max(1) as u64;
                 let handler = Arc::new(HttpHandler {
                     pre,
@@ -308,11 +345,18 @@ impl WasmHost {
                     )),
                 });
                 self.block_on(handler.trial())?;
-                PreparedKind::Http { port: port.0, handler }
+                PreparedKind::Http {
+                    port: port.0,
+                    handler,
+                }
             }
             WasmKind::Command { .. } => {
-                let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre)
-                    .map_err(|e| format!("component {} is not a wasi:cli command: {e:#}", digest.short()))?;
+                let pre = wasmtime_wasi::p2::bindings::CommandPre::new(pre).map_err(|e| {
+                    format!(
+                        "component {} is not a wasi:cli command: {e:#}",
+                        digest.short()
+                    )
+                })?;
                 let runner = Arc::new(CommandRunner { pre, sandbox });
                 self.block_on(runner.trial())?;
                 PreparedKind::Command(runner)
@@ -335,10 +379,12 @@ impl WasmHost {
 
 /// Whether the component exports `interface` (any version of it).
 fn exports(engine: &Engine, component: &Component, interface: &str) -> bool {
-    component
-        .component_type()
-        .exports(engine)
-        .any(|(name, _)| name == interface || name.strip_prefix(interface).is_some_and(|v| v.starts_with('@')))
+    component.component_type().exports(engine).any(|(name, _)| {
+        name == interface
+            || name
+                .strip_prefix(interface)
+                .is_some_and(|v| v.starts_with('@'))
+    })
 }
 
 impl WorkloadRuntime for WasmHost {
@@ -361,7 +407,11 @@ impl WorkloadRuntime for WasmHost {
             .collect()
     }
 
-    fn prepare(&self, workload: &DesiredWorkload, component: &[u8]) -> Result<Prepared, RuntimeError> {
+    fn prepare(
+        &self,
+        workload: &DesiredWorkload,
+        component: &[u8],
+    ) -> Result<Prepared, RuntimeError> {
         self.prepare_inner(workload, component).map_err(|message| {
             tracing::warn!(workload = %workload.id(), %message, "workload rejected");
             RuntimeError::Rejected {
@@ -373,7 +423,10 @@ impl WorkloadRuntime for WasmHost {
 
     fn activate(&self, prepared: Prepared) -> Result<(), RuntimeError> {
         let Prepared { id, hash, kind } = prepared;
-        let host_err = |message: String| RuntimeError::Host { id: id.clone(), message };
+        let host_err = |message: String| RuntimeError::Host {
+            id: id.clone(),
+            message,
+        };
         match kind {
             PreparedKind::Http { port, handler } => {
                 let addr = SocketAddr::new(self.inner.bind_address, port);
@@ -412,7 +465,8 @@ impl WorkloadRuntime for WasmHost {
                         return Err(host_err(format!("binding {addr}: {e}")));
                     }
                 };
-                self.workloads().insert(id.clone(), Running::Http { hash, server });
+                self.workloads()
+                    .insert(id.clone(), Running::Http { hash, server });
                 tracing::info!(workload = %id, %addr, "serving");
                 if let Some(old) = old {
                     self.block_on(Self::stop_running(old));
@@ -428,7 +482,8 @@ impl WorkloadRuntime for WasmHost {
                     let _guard = self.inner.runtime.enter();
                     Supervisor::start(runner)
                 };
-                self.workloads().insert(id.clone(), Running::Command { hash, supervisor });
+                self.workloads()
+                    .insert(id.clone(), Running::Command { hash, supervisor });
                 tracing::info!(workload = %id, "command started");
                 Ok(())
             }

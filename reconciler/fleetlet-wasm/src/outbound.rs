@@ -18,12 +18,25 @@ pub(crate) async fn send_plain_http(
     options: Option<RequestOptions>,
     authority: &str,
     default_port: u16,
-) -> Result<(http::Response<WasiBody>, impl Future<Output = Result<(), Error>> + Send + 'static), Error> {
+) -> Result<
+    (
+        http::Response<WasiBody>,
+        impl Future<Output = Result<(), Error>> + Send + 'static,
+    ),
+    Error,
+> {
     use http_body_util::BodyExt;
 
-    let connect_timeout = options.and_then(|o| o.connect_timeout).unwrap_or(DEFAULT_TIMEOUT);
-    let first_byte_timeout = options.and_then(|o| o.first_byte_timeout).unwrap_or(DEFAULT_TIMEOUT);
-    let addr = if authority.rsplit_once(':').is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok()) {
+    let connect_timeout = options
+        .and_then(|o| o.connect_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let first_byte_timeout = options
+        .and_then(|o| o.first_byte_timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let addr = if authority
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.ends_with(':') && p.parse::<u16>().is_ok())
+    {
         authority.to_string()
     } else {
         format!("{authority}:{default_port}")
@@ -40,7 +53,12 @@ pub(crate) async fn send_plain_http(
     .map_err(|_| Error::ConnectionTimeout)??;
 
     // The request line must carry only the path: scheme and authority are for proxies.
-    let path = request.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_string();
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
     *request.uri_mut() = http::Uri::builder()
         .path_and_query(path)
         .build()

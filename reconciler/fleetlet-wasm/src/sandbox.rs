@@ -49,11 +49,15 @@ impl SandboxSpec {
         let mut dirs = Vec::new();
         for d in &caps.dirs {
             if !d.path.starts_with('/') {
-                return Err(format!("capability dir {:?} must be an absolute guest path", d.path));
+                return Err(format!(
+                    "capability dir {:?} must be an absolute guest path",
+                    d.path
+                ));
             }
             // `/data/x` → `_data_x`: flat, so a workload's volumes cannot nest or escape its root.
             let host = volume_root.join(d.path.replace('/', "_"));
-            std::fs::create_dir_all(&host).map_err(|e| format!("creating volume {}: {e}", host.display()))?;
+            std::fs::create_dir_all(&host)
+                .map_err(|e| format!("creating volume {}: {e}", host.display()))?;
             dirs.push((host, d.path.clone(), d.read_only));
         }
         let outbound = HostPatterns::parse(&caps.outbound_hosts)?;
@@ -78,7 +82,11 @@ impl SandboxSpec {
             .allow_ip_name_lookup(false)
             .allow_udp(false);
         for (host, guest, read_only) in &self.dirs {
-            let perms = if *read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            let perms = if *read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
             b.preopened_dir(host, guest, perms)
                 .map_err(|e| format!("opening volume {}: {e}", host.display()))?;
         }
@@ -160,7 +168,12 @@ pub(crate) struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let used = self.used.saturating_sub(current).saturating_add(desired);
         if used > self.limit {
             // An error (not `Ok(false)`) traps the guest: a guest that ignores a failed
@@ -174,7 +187,12 @@ impl ResourceLimiter for MemoryLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         // Tables hold references, not data; this only stops a runaway guest.
         Ok(desired <= 1_000_000)
     }
@@ -194,13 +212,18 @@ impl WasiHttpHooks for OutboundPolicy {
         request: http::Request<WasiBody>,
         options: Option<wasmtime_wasi_http::RequestOptions>,
         _fut: ErrorFuture,
-    ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, ErrorFuture), wasmtime_wasi_http::Error>> + Send> {
+    ) -> Box<
+        dyn Future<
+                Output = Result<(http::Response<WasiBody>, ErrorFuture), wasmtime_wasi_http::Error>,
+            > + Send,
+    > {
         let https = request.uri().scheme() == Some(&http::uri::Scheme::HTTPS);
         let default_port = if https { 443 } else { 80 };
         let authority = request.uri().authority().cloned();
-        let allowed = authority
-            .as_ref()
-            .is_some_and(|a| self.patterns.allows(a.host(), a.port_u16().unwrap_or(default_port)));
+        let allowed = authority.as_ref().is_some_and(|a| {
+            self.patterns
+                .allows(a.host(), a.port_u16().unwrap_or(default_port))
+        });
         let id = self.id.clone();
         Box::new(async move {
             let Some(authority) = authority else {
@@ -216,7 +239,9 @@ impl WasiHttpHooks for OutboundPolicy {
                     "https outgoing requests are not supported by this host".into(),
                 )));
             }
-            let (resp, io) = outbound::send_plain_http(request, options, authority.as_str(), default_port).await?;
+            let (resp, io) =
+                outbound::send_plain_http(request, options, authority.as_str(), default_port)
+                    .await?;
             Ok((resp, Box::new(io) as ErrorFuture))
         })
     }
@@ -243,12 +268,19 @@ enum HostMatch {
 
 impl HostPatterns {
     pub fn parse(patterns: &[String]) -> Result<Self, String> {
-        patterns.iter().map(|p| HostPattern::parse(p)).collect::<Result<_, _>>().map(HostPatterns)
+        patterns
+            .iter()
+            .map(|p| HostPattern::parse(p))
+            .collect::<Result<_, _>>()
+            .map(HostPatterns)
     }
 
     /// Whether an outgoing request to `host:port` is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
         let ip: Option<IpAddr> = host.parse().ok();
         self.0.iter().any(|p| {
             p.port.is_none_or(|x| x == port)
@@ -265,10 +297,13 @@ impl HostPatterns {
     fn allows_socket(&self, addr: SocketAddr, usage: SocketAddrUse) -> bool {
         match usage {
             SocketAddrUse::TcpConnect => self.0.iter().any(|p| {
-                matches!(p.host, HostMatch::Ip(ip) if ip == addr.ip()) && p.port.is_none_or(|x| x == addr.port())
+                matches!(p.host, HostMatch::Ip(ip) if ip == addr.ip())
+                    && p.port.is_none_or(|x| x == addr.port())
             }),
             SocketAddrUse::TcpBind => {
-                addr.ip().is_unspecified() && addr.port() == 0 && self.0.iter().any(|p| matches!(p.host, HostMatch::Ip(_)))
+                addr.ip().is_unspecified()
+                    && addr.port() == 0
+                    && self.0.iter().any(|p| matches!(p.host, HostMatch::Ip(_)))
             }
             _ => false,
         }
@@ -295,7 +330,10 @@ impl HostPattern {
         };
         let port = match port.as_deref() {
             None | Some("*") => None,
-            Some(p) => Some(p.parse::<u16>().map_err(|_| bad("port must be 1-65535 or *"))?),
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad("port must be 1-65535 or *"))?,
+            ),
         };
         if host.is_empty() {
             return Err(bad("empty host"));
@@ -324,7 +362,10 @@ struct LogStream {
 
 impl LogStream {
     fn new(id: &Arc<str>, stream: &'static str) -> Self {
-        LogStream { id: id.clone(), stream }
+        LogStream {
+            id: id.clone(),
+            stream,
+        }
     }
 }
 
@@ -372,7 +413,11 @@ impl LineLogger {
 }
 
 impl tokio::io::AsyncWrite for LineLogger {
-    fn poll_write(mut self: Pin<&mut Self>, _cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         self.buf.extend_from_slice(data);
         self.flush_lines();
         Poll::Ready(Ok(data.len()))
@@ -418,7 +463,13 @@ mod tests {
 
     #[test]
     fn host_patterns_match_as_documented() {
-        let p = pats(&["api.example.com", "127.0.0.1:8080", "*.svc.local:443", "db.local:*", "[::1]:9000"]);
+        let p = pats(&[
+            "api.example.com",
+            "127.0.0.1:8080",
+            "*.svc.local:443",
+            "db.local:*",
+            "[::1]:9000",
+        ]);
         assert!(p.allows("api.example.com", 80));
         assert!(p.allows("API.example.com", 443));
         assert!(p.allows("127.0.0.1", 8080));
@@ -449,12 +500,18 @@ mod tests {
         assert!(p.allows_socket("0.0.0.0:0".parse().unwrap(), SocketAddrUse::TcpBind));
         assert!(!p.allows_socket("0.0.0.0:80".parse().unwrap(), SocketAddrUse::TcpBind));
         assert!(!p.allows_socket(a, SocketAddrUse::TcpListen));
-        assert!(!pats(&["example.com"]).allows_socket("0.0.0.0:0".parse().unwrap(), SocketAddrUse::TcpBind));
+        assert!(
+            !pats(&["example.com"])
+                .allows_socket("0.0.0.0:0".parse().unwrap(), SocketAddrUse::TcpBind)
+        );
     }
 
     #[test]
     fn memory_limiter_sums_and_traps() {
-        let mut l = MemoryLimiter { limit: 100, used: 0 };
+        let mut l = MemoryLimiter {
+            limit: 100,
+            used: 0,
+        };
         assert!(l.memory_growing(0, 60, None).unwrap());
         assert!(l.memory_growing(60, 100, None).unwrap());
         assert!(l.memory_growing(100, 101, None).is_err());

@@ -182,9 +182,11 @@ impl GitDaemon {
     pub fn start(root: &Path) -> Result<Self> {
         let port = free_port()?;
         let root_s = root.to_str().context("root path is not UTF-8")?;
-        let mut child = Command::new("git")
+        // Run git-daemon itself: `git daemon` would start it as a child of `git`, and killing
+        // `git` by PID would leave the daemon listening.
+        let exec_path = git(root, &["--exec-path"], None)?;
+        let mut child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),
