@@ -28,19 +28,29 @@ fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
     let root = tempfile::tempdir().unwrap();
     let repo = TestRepo::new_in(root.path(), "fleet.git").unwrap();
     let (p1, p2) = (free_port(), free_port());
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
     let c1 = commit(
         &repo,
         &[
             ("sites/s.yaml", &site_yaml("store-1", "wasm")),
-            ("apps/a.yaml", &http_app("shop", "web", p1, "v1-greeting", "")),
+            (
+                "apps/a.yaml",
+                &http_app("shop", "web", p1, "v1-greeting", ""),
+            ),
             ("apps/b.yaml", &http_app("extra", "side", p2, "side", "")),
         ],
         "first release",
     );
     let daemon = GitDaemon::start(root.path()).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "store-1", &daemon.url_for("fleet.git"), "200ms", "");
+    let config = write_config(
+        work.path(),
+        "store-1",
+        &daemon.url_for("fleet.git"),
+        "200ms",
+        "",
+    );
     let agent = Agent::start(&config);
 
     agent.wait_status(T, "first release applied", applied(&c1));
@@ -51,25 +61,58 @@ fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
     assert_eq!(env.trim(), "GREETING=v1-greeting");
 
     // A new commit changes what is served.
-    let c2 = commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", p1, "v2-greeting", ""))], "greet v2");
+    let c2 = commit(
+        &repo,
+        &[(
+            "apps/a.yaml",
+            &http_app("shop", "web", p1, "v2-greeting", ""),
+        )],
+        "greet v2",
+    );
     agent.wait_status(T, "second release applied", applied(&c2));
     wait_body(p1, "/", "v2-greeting", T).unwrap();
 
     // A broken commit is refused; the last-known-good keeps serving; status says why.
-    let bad = commit(&repo, &[("apps/a.yaml", "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: shop\n")], "broken yaml");
-    let s = agent.wait_status(T, "broken commit refused", |s| s["lastError"]["commit"].as_str() == Some(bad.as_str()));
+    let bad = commit(
+        &repo,
+        &[(
+            "apps/a.yaml",
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: shop\n",
+        )],
+        "broken yaml",
+    );
+    let s = agent.wait_status(T, "broken commit refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(bad.as_str())
+    });
     assert_eq!(s["lastError"]["stage"], "validate", "{s:#}");
-    assert!(s["lastError"]["details"][0].as_str().unwrap().starts_with("apps/a.yaml:"), "{s:#}");
+    assert!(
+        s["lastError"]["details"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("apps/a.yaml:"),
+        "{s:#}"
+    );
     assert_eq!(s["appliedCommit"].as_str(), Some(c2.as_str()));
     assert_eq!(s["lastKnownGoodCommit"].as_str(), Some(c2.as_str()));
     wait_body(p1, "/", "v2-greeting", Duration::from_secs(1)).unwrap();
-    let (code, text, _) = crate::testkit::agent::fleetlet(&["status", "--state-dir", agent.state_dir.to_str().unwrap()]);
+    let (code, text, _) = crate::testkit::agent::fleetlet(&[
+        "status",
+        "--state-dir",
+        agent.state_dir.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "status exits 1 while the last cycle failed");
-    assert!(text.contains("apps/a.yaml:") && text.contains(&c2), "{text}");
+    assert!(
+        text.contains("apps/a.yaml:") && text.contains(&c2),
+        "{text}"
+    );
 
     // Fixing it and removing a workload: the removed one stops, its port is released.
     repo.remove("apps/b.yaml").unwrap();
-    let c5 = commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", p1, "v3", ""))], "fix, drop extra");
+    let c5 = commit(
+        &repo,
+        &[("apps/a.yaml", &http_app("shop", "web", p1, "v3", ""))],
+        "fix, drop extra",
+    );
     let s = agent.wait_status(T, "removal applied", applied(&c5));
     assert!(s["lastError"].is_null(), "{s:#}");
     wait_body(p1, "/", "v3", T).unwrap();
@@ -84,14 +127,26 @@ fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
     assert!(body.contains(&c5));
     let (code, metrics) = http_get(agent.status_addr, "/metrics").unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("fleetlet_reconciles_total{outcome=\"applied\"}"), "{metrics}");
-    assert!(metrics.contains("fleetlet_reconcile_errors_total{stage=\"validate\"} 1"), "{metrics}");
-    assert!(metrics.contains("fleetlet_workloads{state=\"running\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("fleetlet_reconciles_total{outcome=\"applied\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetlet_reconcile_errors_total{stage=\"validate\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetlet_workloads{state=\"running\"} 1"),
+        "{metrics}"
+    );
     assert_eq!(http_get(agent.status_addr, "/readyz").unwrap().0, 200);
 
     let exit = agent.terminate();
     assert!(exit.success(), "SIGTERM must exit 0, got {exit}");
-    assert!(http_get(SocketAddr::from(([127, 0, 0, 1], p1)), "/").is_err(), "workloads stop with the agent");
+    assert!(
+        http_get(SocketAddr::from(([127, 0, 0, 1], p1)), "/").is_err(),
+        "workloads stop with the agent"
+    );
 }
 
 #[test]
@@ -99,19 +154,32 @@ fn agent_restarts_offline_from_state_and_compiled_cache() {
     let root = tempfile::tempdir().unwrap();
     let repo = TestRepo::new_in(root.path(), "fleet.git").unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
     let c1 = commit(
         &repo,
-        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "cached", ""))],
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("shop", "web", port, "cached", "")),
+        ],
         "release",
     );
     let daemon = GitDaemon::start(root.path()).unwrap();
     let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "store-1", &daemon.url_for("fleet.git"), "200ms", "");
+    let config = write_config(
+        work.path(),
+        "store-1",
+        &daemon.url_for("fleet.git"),
+        "200ms",
+        "",
+    );
     let agent = Agent::start(&config);
     agent.wait_status(T, "release applied", applied(&c1));
     wait_body(port, "/", "cached", T).unwrap();
-    let compiled: Vec<_> = std::fs::read_dir(agent.state_dir.join("compiled")).unwrap().map(|e| e.unwrap().path()).collect();
+    let compiled: Vec<_> = std::fs::read_dir(agent.state_dir.join("compiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(compiled.len(), 1, "one precompiled component: {compiled:?}");
     let mtime = std::fs::metadata(&compiled[0]).unwrap().modified().unwrap();
 
@@ -120,9 +188,15 @@ fn agent_restarts_offline_from_state_and_compiled_cache() {
     daemon.stop();
     let agent = Agent::start(&config);
     wait_body(port, "/", "cached", T).unwrap();
-    let s = agent.wait_status(T, "source failure recorded", |s| s["lastError"]["stage"] == "source");
+    let s = agent.wait_status(T, "source failure recorded", |s| {
+        s["lastError"]["stage"] == "source"
+    });
     assert_eq!(s["appliedCommit"].as_str(), Some(c1.as_str()));
-    assert_eq!(std::fs::metadata(&compiled[0]).unwrap().modified().unwrap(), mtime, "no recompilation");
+    assert_eq!(
+        std::fs::metadata(&compiled[0]).unwrap().modified().unwrap(),
+        mtime,
+        "no recompilation"
+    );
     assert!(agent.logs().contains("restored"), "{}", agent.logs());
     assert!(agent.terminate().success());
 }
@@ -131,10 +205,14 @@ fn agent_restarts_offline_from_state_and_compiled_cache() {
 fn local_repo_changes_trigger_an_immediate_reconcile() {
     let repo = TestRepo::new().unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
     let c1 = commit(
         &repo,
-        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "one", ""))],
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("shop", "web", port, "one", "")),
+        ],
         "release",
     );
     let work = tempfile::tempdir().unwrap();
@@ -163,13 +241,22 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
     };
     let v2 = std::fs::read(probe_http_v2()).unwrap();
     let started = Instant::now();
-    repo.commit_files(&[("components/probe.wasm", &v2)], "component v2").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &v2)], "component v2")
+        .unwrap();
     wait_body(port, "/version", "v2", Duration::from_secs(20)).unwrap();
     let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (n, failures) = hammer.join().unwrap();
-    assert!(failures.is_empty(), "{} of {n} requests failed during the switch: {:?}", failures.len(), &failures[..failures.len().min(5)]);
-    assert!(took < Duration::from_secs(20), "the watch should trigger well before the 1h poll");
+    assert!(
+        failures.is_empty(),
+        "{} of {n} requests failed during the switch: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "the watch should trigger well before the 1h poll"
+    );
     assert!(agent.terminate().success());
 }
 
@@ -178,7 +265,8 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
     let repo = TestRepo::new().unwrap();
     let (p1, p2) = (free_port(), free_port());
     let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 300ms}\n";
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
     let c1 = commit(
         &repo,
         &[
@@ -206,7 +294,10 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
     }
     let (spin, took) = spinner.join().unwrap();
     assert!(matches!(spin, Ok(code) if code >= 500), "{spin:?}");
-    assert!(took < Duration::from_secs(10), "spin was cut off after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "spin was cut off after {took:?}"
+    );
     let alloc = allocator.join().unwrap();
     assert!(matches!(alloc, Ok(code) if code >= 500), "{alloc:?}");
     assert_eq!(http_get(a1, "/").unwrap().0, 200);
@@ -217,10 +308,14 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
 fn force_push_is_refused_and_reported() {
     let repo = TestRepo::new().unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component").unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
     let c1 = commit(
         &repo,
-        &[("sites/s.yaml", &site_yaml("store-1", "wasm")), ("apps/a.yaml", &http_app("shop", "web", port, "kept", ""))],
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("shop", "web", port, "kept", "")),
+        ],
         "release",
     );
     let work = tempfile::tempdir().unwrap();
@@ -229,9 +324,24 @@ fn force_push_is_refused_and_reported() {
     agent.wait_status(T, "release", applied(&c1));
     let first = repo.rev_parse("HEAD~1").unwrap();
     repo.force_reset(&first).unwrap();
-    commit(&repo, &[("apps/a.yaml", &http_app("shop", "web", port, "rewritten", ""))], "rewritten history");
-    let s = agent.wait_status(T, "force-push refused", |s| s["lastError"]["stage"] == "source");
-    assert!(s["lastError"]["message"].as_str().unwrap().contains("descendant"), "{s:#}");
+    commit(
+        &repo,
+        &[(
+            "apps/a.yaml",
+            &http_app("shop", "web", port, "rewritten", ""),
+        )],
+        "rewritten history",
+    );
+    let s = agent.wait_status(T, "force-push refused", |s| {
+        s["lastError"]["stage"] == "source"
+    });
+    assert!(
+        s["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("descendant"),
+        "{s:#}"
+    );
     wait_body(port, "/", "kept", Duration::from_secs(2)).unwrap();
     assert!(agent.terminate().success());
 }

@@ -14,16 +14,31 @@ fn example_repo() -> &'static Path {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let manifest = src.join("components/hello-http/Cargo.toml");
         let out = Command::new(cargo)
-            .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
             .arg(&manifest)
             .env_remove("CARGO_TARGET_DIR")
             .env_remove("RUSTFLAGS")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let tmp = tempfile::tempdir().unwrap();
         let dst = tmp.path().join("fleet");
-        let st = Command::new("cp").arg("-r").arg(&src).arg(&dst).status().unwrap();
+        let st = Command::new("cp")
+            .arg("-r")
+            .arg(&src)
+            .arg(&dst)
+            .status()
+            .unwrap();
         assert!(st.success());
         std::fs::copy(
             src.join("components/hello-http/target/wasm32-wasip2/release/hello_http.wasm"),
@@ -42,13 +57,26 @@ fn the_example_repo_is_valid_and_renders_every_site() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("ok: 3 site(s), 2 app(s)"), "{out}");
 
-    let (code, out, err) = fleetlet(&["render", "--repo", repo, "--site", "store-berlin-01", "-o", "json"]);
+    let (code, out, err) = fleetlet(&[
+        "render",
+        "--repo",
+        repo,
+        "--site",
+        "store-berlin-01",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let d: serde_json::Value = serde_json::from_str(&out).unwrap();
     let hello = &d["workloads"]["greeter/hello"]["wasm"];
     assert_eq!(hello["env"]["GREETING"], "Hallo");
     assert_eq!(hello["env"]["SITE"], "store-berlin-01 in Berlin");
-    assert!(hello["component"]["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        hello["component"]["digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert_eq!(d["workloads"]["inventory/inventory"]["runtime"], "k3s");
 
     let (code, out, _) = fleetlet(&["render", "--repo", repo, "--site", "turbine-north-07"]);
@@ -65,43 +93,96 @@ fn render_reads_a_git_revision() {
     let repo = crate::testkit::git::TestRepo::new().unwrap();
     let example = example_repo();
     let mut files = Vec::new();
-    for entry in ["sites/store-austin-02.yaml", "sites/store-berlin-01.yaml", "sites/turbine-north-07.yaml", "apps/greeter.yaml", "apps/inventory.yaml", "k3s/inventory/deployment.yaml", "k3s/inventory/service.yaml", "components/hello-http.wasm"] {
+    for entry in [
+        "sites/store-austin-02.yaml",
+        "sites/store-berlin-01.yaml",
+        "sites/turbine-north-07.yaml",
+        "apps/greeter.yaml",
+        "apps/inventory.yaml",
+        "k3s/inventory/deployment.yaml",
+        "k3s/inventory/service.yaml",
+        "components/hello-http.wasm",
+    ] {
         files.push((entry, std::fs::read(example.join(entry)).unwrap()));
     }
     let refs: Vec<(&str, &[u8])> = files.iter().map(|(p, b)| (*p, b.as_slice())).collect();
     let commit = repo.commit_files(&refs, "example").unwrap();
-    let (code, out, err) = fleetlet(&["render", "--repo", &repo.file_url(), "--rev", "main", "--site", "store-austin-02", "-o", "json"]);
+    let (code, out, err) = fleetlet(&[
+        "render",
+        "--repo",
+        &repo.file_url(),
+        "--rev",
+        "main",
+        "--site",
+        "store-austin-02",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let d: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(d["revision"], commit.as_str());
-    assert_eq!(d["workloads"]["greeter/hello"]["wasm"]["env"]["GREETING"], "Hello");
+    assert_eq!(
+        d["workloads"]["greeter/hello"]["wasm"]["env"]["GREETING"],
+        "Hello"
+    );
 }
 
 #[test]
 fn validate_lists_every_error_with_file_line_and_field() {
     let tmp = tempfile::tempdir().unwrap();
     let dst = tmp.path().join("broken");
-    assert!(Command::new("cp").arg("-r").arg(example_repo()).arg(&dst).status().unwrap().success());
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(example_repo())
+            .arg(&dst)
+            .status()
+            .unwrap()
+            .success()
+    );
     let greeter = std::fs::read_to_string(dst.join("apps/greeter.yaml")).unwrap();
-    std::fs::write(dst.join("apps/greeter.yaml"), greeter.replace("port: 8080", "port: \"80a\"").replace("maxConcurrentRequests", "maxConcurency")).unwrap();
+    std::fs::write(
+        dst.join("apps/greeter.yaml"),
+        greeter
+            .replace("port: 8080", "port: \"80a\"")
+            .replace("maxConcurrentRequests", "maxConcurency"),
+    )
+    .unwrap();
     std::fs::write(dst.join("sites/extra.yaml"), "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: store-berlin-01}\nspec: {runtimes: [wasm]}\n").unwrap();
     let (code, out, _) = fleetlet(&["validate", "--repo", dst.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("apps/greeter.yaml:17: spec.workloads[0].http.port: expected integer 1-65535, got \"80a\""), "{out}");
-    assert!(out.contains("sites/store-berlin-01.yaml:5: metadata.name: duplicate Site \"store-berlin-01\""), "{out}");
+    assert!(
+        out.contains(
+            "sites/store-berlin-01.yaml:5: metadata.name: duplicate Site \"store-berlin-01\""
+        ),
+        "{out}"
+    );
     assert!(out.contains("error(s)"), "{out}");
 
     let (code, out, _) = fleetlet(&["validate", "--repo", dst.to_str().unwrap(), "-o", "json"]);
     assert_eq!(code, 1);
     let diags: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert!(diags.as_array().unwrap().iter().all(|d| d["file"].is_string() && d["line"].is_u64()));
+    assert!(
+        diags
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["file"].is_string() && d["line"].is_u64())
+    );
 }
 
 #[test]
 fn usage_errors_exit_2_and_help_works_everywhere() {
     assert_eq!(fleetlet(&["render"]).0, 2);
     assert_eq!(fleetlet(&["no-such-command"]).0, 2);
-    for cmd in [&["--help"][..], &["agent", "--help"], &["validate", "--help"], &["render", "--help"], &["status", "--help"]] {
+    for cmd in [
+        &["--help"][..],
+        &["agent", "--help"],
+        &["validate", "--help"],
+        &["render", "--help"],
+        &["status", "--help"],
+    ] {
         let (code, out, _) = fleetlet(cmd);
         assert_eq!(code, 0, "{cmd:?}");
         assert!(out.contains("Usage"), "{cmd:?}: {out}");

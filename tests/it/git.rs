@@ -2,7 +2,9 @@
 //! real Git: repos written by the `git` CLI, served from a path, `file://` and a real
 //! `git daemon`, plus servers that are down, answer junk or never answer.
 
-use crate::testkit::git::{GitDaemon, TestRepo, free_port, serve_garbage, serve_silent};
+use crate::testkit::git::{
+    GitDaemon, HttpsServer, SshServer, TestRepo, free_port, serve_garbage, serve_silent,
+};
 use fleetlet_engine::ports::{Poll, Source, SourceError};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig, local_path};
 use std::path::Path;
@@ -548,5 +550,87 @@ fn ssh_requires_known_hosts() -> anyhow::Result<()> {
             other => panic!("expected Refused, got {other:?}"),
         }
     }
+    Ok(())
+}
+
+#[test]
+fn polls_over_ssh_with_pinned_host_key() -> anyhow::Result<()> {
+    let Some(server) = SshServer::start()? else {
+        return Ok(());
+    };
+    let repo = TestRepo::new()?;
+    let first = repo.commit_files(&[("f", b"over ssh")], "ssh")?;
+    let url = server.url_for(repo.path());
+    assert_eq!(local_path(&url), None);
+    let mirror = tempfile::tempdir()?;
+    let ssh_config = |known_hosts: &Path, mirror: &Path| {
+        let mut c = config(&url, main_branch(), mirror);
+        c.ssh_key = Some(server.client_key.clone());
+        c.known_hosts = Some(known_hosts.to_path_buf());
+        c
+    };
+
+    let mut source = GitSource::open(ssh_config(&server.known_hosts, &mirror.path().join("ok")))?;
+    let rev = changed(source.poll(None)?);
+    assert_eq!(rev.commit, first);
+    assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over ssh"[..]));
+    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
+    assert_eq!(source.fetch_count(), 1);
+
+    // Same host, another key: refused (a human must decide), and nothing fetched.
+    let wrong = server.wrong_known_hosts()?;
+    let mut source = GitSource::open(ssh_config(&wrong, &mirror.path().join("wrong")))?;
+    match source.poll(None) {
+        Err(SourceError::Refused(msg)) => assert!(msg.contains("does not match"), "{msg}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(source.fetch_count(), 0);
+
+    // Host not in the file at all: refused, never trusted on first use.
+    let unrelated = server.unrelated_known_hosts()?;
+    let mut source = GitSource::open(ssh_config(&unrelated, &mirror.path().join("unknown")))?;
+    match source.poll(None) {
+        Err(SourceError::Refused(msg)) => assert!(msg.contains("not in known_hosts"), "{msg}"),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn polls_over_https_with_custom_ca() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let repo = TestRepo::new_in(root.path(), "fleet")?;
+    let first = repo.commit_files(&[("f", b"over https")], "https")?;
+    // A second server whose certificate nobody trusts.
+    let untrusted_root = tempfile::tempdir()?;
+    TestRepo::new_in(untrusted_root.path(), "fleet")?.commit_files(&[("f", b"x")], "x")?;
+    let Some(untrusted) = HttpsServer::start(untrusted_root.path())? else {
+        return Ok(());
+    };
+    let Some(server) = HttpsServer::start(root.path())? else {
+        return Ok(());
+    };
+    let mirror = tempfile::tempdir()?;
+
+    let url = untrusted.url_for("fleet");
+    let mut source = GitSource::open(config(
+        &url,
+        main_branch(),
+        &mirror.path().join("untrusted"),
+    ))?;
+    let message = expect_unreachable(source.poll(None), &url);
+    println!("untrusted certificate: {message}");
+
+    let mut cfg = config(
+        &server.url_for("fleet"),
+        main_branch(),
+        &mirror.path().join("ok"),
+    );
+    cfg.ca_file = Some(server.ca_file.clone());
+    let mut source = GitSource::open(cfg)?;
+    assert_eq!(changed(source.poll(None)?).commit, first);
+    assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over https"[..]));
+    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
+    assert_eq!(source.fetch_count(), 1);
     Ok(())
 }

@@ -47,7 +47,11 @@ impl FromStr for Digest {
         let hex_part = s
             .strip_prefix("sha256:")
             .ok_or_else(|| err("expected the form sha256:<64 hex digits>"))?;
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(err("expected 64 lower-case hex digits after sha256:"));
         }
         let mut out = [0u8; 32];
@@ -98,13 +102,22 @@ mod tests {
     fn parses_and_prints() {
         let d = Digest::of(b"hello");
         let s = d.to_string();
-        assert_eq!(s, "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(
+            s,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
         assert_eq!(s.parse::<Digest>().unwrap(), d);
     }
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["", "sha256:", "sha512:00", "sha256:XYZ", &format!("sha256:{}", "A".repeat(64))] {
+        for bad in [
+            "",
+            "sha256:",
+            "sha512:00",
+            "sha256:XYZ",
+            &format!("sha256:{}", "A".repeat(64)),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

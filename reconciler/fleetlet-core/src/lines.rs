@@ -52,7 +52,11 @@ impl Indexer {
                 Some(p)
             }
             Some(Frame::Map { path, key }) => key.take().map(|k| {
-                if path.is_empty() { k } else { format!("{path}.{k}") }
+                if path.is_empty() {
+                    k
+                } else {
+                    format!("{path}.{k}")
+                }
             }),
         }
     }
@@ -74,13 +78,20 @@ impl MarkedEventReceiver for Indexer {
         let line = mark.line();
         match ev {
             Event::DocumentStart => {
-                self.docs.push(LineIndex { start: line, ..Default::default() });
+                self.docs.push(LineIndex {
+                    start: line,
+                    ..Default::default()
+                });
                 self.stack.clear();
             }
             Event::Scalar(value, ..) => {
                 if self.expects_key() {
                     if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
-                        let p = if path.is_empty() { value.clone() } else { format!("{path}.{value}") };
+                        let p = if path.is_empty() {
+                            value.clone()
+                        } else {
+                            format!("{path}.{value}")
+                        };
                         *key = Some(value);
                         self.record(&p, line);
                     }

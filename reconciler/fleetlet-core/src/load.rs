@@ -3,7 +3,9 @@
 //! naming file, line and field, so one run of `fleetlet validate` shows everything.
 
 use crate::lines::{LineIndex, index_documents};
-use crate::model::{API_GROUP_PREFIX, API_VERSION, App, Runtime, Site, Target, Workload, check_dns_label};
+use crate::model::{
+    API_GROUP_PREFIX, API_VERSION, App, Runtime, Site, Target, Workload, check_dns_label,
+};
 use crate::tree::{RepoTree, normalize};
 use serde::de::DeserializeOwned;
 use serde_yaml::Value;
@@ -36,7 +38,11 @@ impl fmt::Display for Diagnostic {
         if self.field.is_empty() {
             write!(f, "{}:{}: {sev}{}", self.file, self.line, self.message)
         } else {
-            write!(f, "{}:{}: {sev}{}: {}", self.file, self.line, self.field, self.message)
+            write!(
+                f,
+                "{}:{}: {sev}{}: {}",
+                self.file, self.line, self.field, self.message
+            )
         }
     }
 }
@@ -71,7 +77,9 @@ pub struct LoadOutcome {
 
 impl LoadOutcome {
     pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
-        self.diagnostics.iter().filter(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -89,7 +97,14 @@ struct RawDoc {
 struct Diags(Vec<Diagnostic>);
 
 impl Diags {
-    fn push(&mut self, severity: Severity, file: &str, line: usize, field: &str, message: impl Into<String>) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        file: &str,
+        line: usize,
+        field: &str,
+        message: impl Into<String>,
+    ) {
         self.0.push(Diagnostic {
             file: file.to_string(),
             line,
@@ -160,7 +175,12 @@ fn parse_file(path: &str, bytes: &[u8], out: &mut Vec<RawDoc>, diags: &mut Diags
             }),
             Err(e) => {
                 let line = e.location().map(|l| l.line()).unwrap_or(index.start.max(1));
-                diags.error(path, line, "", format!("invalid YAML: {}", strip_location(&e.to_string())));
+                diags.error(
+                    path,
+                    line,
+                    "",
+                    format!("invalid YAML: {}", strip_location(&e.to_string())),
+                );
                 return;
             }
         }
@@ -202,36 +222,75 @@ fn classify(doc: RawDoc, fleet: &mut Fleet, others: &mut Vec<RawDoc>, diags: &mu
         return;
     }
     if api != Some(API_VERSION) {
-        let got = api.map(|a| format!("{a:?}")).unwrap_or_else(|| "nothing".into());
-        diags.error(&file, doc.index.line_of("apiVersion"), "apiVersion", format!("expected {API_VERSION:?}, got {got}"));
+        let got = api
+            .map(|a| format!("{a:?}"))
+            .unwrap_or_else(|| "nothing".into());
+        diags.error(
+            &file,
+            doc.index.line_of("apiVersion"),
+            "apiVersion",
+            format!("expected {API_VERSION:?}, got {got}"),
+        );
         return;
     }
     match kind {
         Some("Site") => {
             if let Some(site) = parse_part::<Site>(&doc, &doc.value, "", diags) {
-                insert_unique(&mut fleet.sites, "Site", site.metadata.name.clone(), doc, site, diags);
+                insert_unique(
+                    &mut fleet.sites,
+                    "Site",
+                    site.metadata.name.clone(),
+                    doc,
+                    site,
+                    diags,
+                );
             }
         }
         Some("App") => {
             if let Some(app) = parse_app(&doc, diags) {
-                insert_unique(&mut fleet.apps, "App", app.metadata.name.clone(), doc, app, diags);
+                insert_unique(
+                    &mut fleet.apps,
+                    "App",
+                    app.metadata.name.clone(),
+                    doc,
+                    app,
+                    diags,
+                );
             }
         }
         other => {
-            let got = other.map(|k| format!("{k:?}")).unwrap_or_else(|| "nothing".into());
-            diags.error(&file, doc.index.line_of("kind"), "kind", format!("unknown kind {got}: expected \"Site\" or \"App\""));
+            let got = other
+                .map(|k| format!("{k:?}"))
+                .unwrap_or_else(|| "nothing".into());
+            diags.error(
+                &file,
+                doc.index.line_of("kind"),
+                "kind",
+                format!("unknown kind {got}: expected \"Site\" or \"App\""),
+            );
         }
     }
 }
 
-fn insert_unique<T>(map: &mut BTreeMap<String, Located<T>>, kind: &str, name: String, raw: RawDoc, doc: T, diags: &mut Diags) {
+fn insert_unique<T>(
+    map: &mut BTreeMap<String, Located<T>>,
+    kind: &str,
+    name: String,
+    raw: RawDoc,
+    doc: T,
+    diags: &mut Diags,
+) {
     let line = raw.index.line_of("metadata.name");
     if let Some(first) = map.get(&name) {
         diags.error(
             &raw.file,
             line,
             "metadata.name",
-            format!("duplicate {kind} {name:?}: also defined at {}:{}", first.file, first.line_of("metadata.name")),
+            format!(
+                "duplicate {kind} {name:?}: also defined at {}:{}",
+                first.file,
+                first.line_of("metadata.name")
+            ),
         );
         return;
     }
@@ -246,7 +305,12 @@ fn insert_unique<T>(map: &mut BTreeMap<String, Located<T>>, kind: &str, name: St
 }
 
 /// Deserializes `value` (the node at `prefix` of `doc`) as `T`, reporting the failing field.
-fn parse_part<T: DeserializeOwned>(doc: &RawDoc, value: &Value, prefix: &str, diags: &mut Diags) -> Option<T> {
+fn parse_part<T: DeserializeOwned>(
+    doc: &RawDoc,
+    value: &Value,
+    prefix: &str,
+    diags: &mut Diags,
+) -> Option<T> {
     match serde_path_to_error::deserialize::<_, T>(value.clone()) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -254,7 +318,10 @@ fn parse_part<T: DeserializeOwned>(doc: &RawDoc, value: &Value, prefix: &str, di
             let field = join_path(prefix, if inner == "." { "" } else { &inner });
             let msg = e.into_inner().to_string();
             // For an unknown field, point at the field itself.
-            let line_path = match msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+            let line_path = match msg
+                .strip_prefix("unknown field `")
+                .and_then(|r| r.split('`').next())
+            {
                 Some(unknown) => join_path(&field, unknown),
                 None => field.clone(),
             };
@@ -293,12 +360,23 @@ fn parse_app(doc: &RawDoc, diags: &mut Diags) -> Option<App> {
         overrides: Vec<Value>,
     }
     let envelope = parse_part::<Envelope>(doc, &doc.value, "", diags)?;
-    let metadata = parse_part::<crate::model::Metadata>(doc, &envelope.metadata, "metadata", diags)?;
+    let metadata =
+        parse_part::<crate::model::Metadata>(doc, &envelope.metadata, "metadata", diags)?;
     // Keep the parts that parse, so cross-document checks still run on them.
-    fn parts<T: DeserializeOwned>(doc: &RawDoc, items: &[Value], list: &str, diags: &mut Diags) -> Vec<T> {
+    fn parts<T: DeserializeOwned>(
+        doc: &RawDoc,
+        items: &[Value],
+        list: &str,
+        diags: &mut Diags,
+    ) -> Vec<T> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            out.extend(parse_part::<T>(doc, item, &format!("spec.{list}[{i}]"), diags));
+            out.extend(parse_part::<T>(
+                doc,
+                item,
+                &format!("spec.{list}[{i}]"),
+                diags,
+            ));
         }
         out
     }
@@ -318,11 +396,21 @@ fn validate_fleet(fleet: &Fleet, tree: &RepoTree, others: &[RawDoc], diags: &mut
     for (name, site) in &fleet.sites {
         check_name(site, name, diags);
         if site.doc.spec.runtimes.is_empty() {
-            diags.error(&site.file, site.line_of("spec.runtimes"), "spec.runtimes", "a site must offer at least one runtime (wasm, k3s)");
+            diags.error(
+                &site.file,
+                site.line_of("spec.runtimes"),
+                "spec.runtimes",
+                "a site must offer at least one runtime (wasm, k3s)",
+            );
         }
-        for (k, _) in &site.doc.metadata.labels {
+        for k in site.doc.metadata.labels.keys() {
             if k.is_empty() {
-                diags.error(&site.file, site.line_of("metadata.labels"), "metadata.labels", "empty label key");
+                diags.error(
+                    &site.file,
+                    site.line_of("metadata.labels"),
+                    "metadata.labels",
+                    "empty label key",
+                );
             }
         }
     }
@@ -363,13 +451,23 @@ pub fn target_matches(target: &Target, name: &str, site: &Site) -> bool {
 fn check_target(app: &Located<App>, target: &Target, path: &str, fleet: &Fleet, diags: &mut Diags) {
     let file = &app.file;
     if target.sites.is_empty() && target.selector.is_none() {
-        diags.error(file, app.line_of(path), path, "a target needs `sites`, `selector` or both");
+        diags.error(
+            file,
+            app.line_of(path),
+            path,
+            "a target needs `sites`, `selector` or both",
+        );
         return;
     }
     for (i, s) in target.sites.iter().enumerate() {
         if !fleet.sites.contains_key(s) {
             let field = format!("{path}.sites[{i}]");
-            diags.error(file, app.line_of(&field), &field, format!("site {s:?} is not defined by any Site document"));
+            diags.error(
+                file,
+                app.line_of(&field),
+                &field,
+                format!("site {s:?} is not defined by any Site document"),
+            );
         }
     }
     if let Some(sel) = &target.selector {
@@ -377,18 +475,38 @@ fn check_target(app: &Located<App>, target: &Target, path: &str, fleet: &Fleet, 
             let field = format!("{path}.selector.{field}");
             diags.error(file, app.line_of(&field), &field, msg);
         }
-        if !fleet.sites.values().any(|s| sel.matches(&s.doc.metadata.labels)) {
+        if !fleet
+            .sites
+            .values()
+            .any(|s| sel.matches(&s.doc.metadata.labels))
+        {
             let field = format!("{path}.selector");
-            diags.warn(file, app.line_of(&field), &field, "selector matches no site");
+            diags.warn(
+                file,
+                app.line_of(&field),
+                &field,
+                "selector matches no site",
+            );
         }
     }
 }
 
-fn validate_app(app: &Located<App>, fleet: &Fleet, tree: &RepoTree, diags: &mut Diags, manifest_dirs: &mut BTreeSet<String>) {
+fn validate_app(
+    app: &Located<App>,
+    fleet: &Fleet,
+    tree: &RepoTree,
+    diags: &mut Diags,
+    manifest_dirs: &mut BTreeSet<String>,
+) {
     let file = &app.file;
     let spec = &app.doc.spec;
     if spec.targets.is_empty() {
-        diags.error(file, app.line_of("spec.targets"), "spec.targets", "an app needs at least one target");
+        diags.error(
+            file,
+            app.line_of("spec.targets"),
+            "spec.targets",
+            "an app needs at least one target",
+        );
     }
     let mut sites = BTreeSet::new();
     for (i, t) in spec.targets.iter().enumerate() {
@@ -396,23 +514,34 @@ fn validate_app(app: &Located<App>, fleet: &Fleet, tree: &RepoTree, diags: &mut 
         sites.extend(targeted_sites(t, fleet));
     }
     if sites.is_empty() && !spec.targets.is_empty() {
-        diags.error(file, app.line_of("spec.targets"), "spec.targets", format!("app {:?} targets no existing site", app.doc.metadata.name));
+        diags.error(
+            file,
+            app.line_of("spec.targets"),
+            "spec.targets",
+            format!("app {:?} targets no existing site", app.doc.metadata.name),
+        );
     }
     let mut names = BTreeMap::new();
     for (i, w) in spec.workloads.iter().enumerate() {
         let path = format!("spec.workloads[{i}]");
         if let Some(first) = names.insert(w.name.clone(), i) {
             let field = format!("{path}.name");
-            diags.error(file, app.line_of(&field), &field, format!("duplicate workload {:?}: also spec.workloads[{first}]", w.name));
+            diags.error(
+                file,
+                app.line_of(&field),
+                &field,
+                format!(
+                    "duplicate workload {:?}: also spec.workloads[{first}]",
+                    w.name
+                ),
+            );
         }
         for (field, msg) in workload_problems(w, tree) {
             let field = join_path(&path, &field);
             diags.error(file, app.line_of(&field), &field, msg);
         }
-        if let Some(dir) = &w.manifests {
-            if let Some(d) = normalize(dir) {
-                manifest_dirs.insert(d);
-            }
+        if let Some(d) = w.manifests.as_deref().and_then(normalize) {
+            manifest_dirs.insert(d);
         }
         for site in &sites {
             let s = &fleet.sites[*site].doc;
@@ -422,7 +551,11 @@ fn validate_app(app: &Located<App>, fleet: &Fleet, tree: &RepoTree, diags: &mut 
                     file,
                     app.line_of(&field),
                     &field,
-                    format!("targeted site {site:?} does not offer runtime {} (it offers: {})", w.runtime, list(&s.spec.runtimes)),
+                    format!(
+                        "targeted site {site:?} does not offer runtime {} (it offers: {})",
+                        w.runtime,
+                        list(&s.spec.runtimes)
+                    ),
                 );
             }
         }
@@ -433,7 +566,12 @@ fn validate_app(app: &Located<App>, fleet: &Fleet, tree: &RepoTree, diags: &mut 
         for (name, patch) in &o.workloads {
             let field = format!("{path}.workloads.{name}");
             let Some(base) = spec.workloads.iter().find(|w| &w.name == name) else {
-                diags.error(file, app.line_of(&field), &field, format!("no workload {name:?} in this app"));
+                diags.error(
+                    file,
+                    app.line_of(&field),
+                    &field,
+                    format!("no workload {name:?} in this app"),
+                );
                 continue;
             };
             match apply_override(base, patch) {
@@ -450,7 +588,11 @@ fn validate_app(app: &Located<App>, fleet: &Fleet, tree: &RepoTree, diags: &mut 
 }
 
 fn list(runtimes: &[Runtime]) -> String {
-    runtimes.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(", ")
+    runtimes
+        .iter()
+        .map(|r| r.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Applies one override's merge patch to a workload and reads the result back as a workload.
@@ -459,7 +601,11 @@ pub fn apply_override(base: &Workload, patch: &serde_json::Value) -> Result<Work
     merge_patch(&mut doc, patch);
     let w: Workload = serde_path_to_error::deserialize(doc).map_err(|e| {
         let path = e.path().to_string();
-        format!("patch makes an invalid workload: {}: {}", path, e.into_inner())
+        format!(
+            "patch makes an invalid workload: {}: {}",
+            path,
+            e.into_inner()
+        )
     })?;
     if w.name != base.name {
         return Err("an override cannot rename a workload".into());
@@ -500,14 +646,25 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             match &w.component {
                 None => err("component", "a wasm workload needs a component".into()),
                 Some(c) => match normalize(c) {
-                    None => err("component", format!("{c:?} must be a relative path inside the repo")),
-                    Some(p) if !tree.contains_file(&p) => err("component", format!("{c:?} does not exist in the repo")),
+                    None => err(
+                        "component",
+                        format!("{c:?} must be a relative path inside the repo"),
+                    ),
+                    Some(p) if !tree.contains_file(&p) => {
+                        err("component", format!("{c:?} does not exist in the repo"))
+                    }
                     Some(_) => {}
                 },
             }
             match (&w.http, &w.command) {
-                (None, None) => err("http", "a wasm workload needs `http` (a wasi:http handler) or `command`".into()),
-                (Some(_), Some(_)) => err("command", "a wasm workload is either `http` or `command`, not both".into()),
+                (None, None) => err(
+                    "http",
+                    "a wasm workload needs `http` (a wasi:http handler) or `command`".into(),
+                ),
+                (Some(_), Some(_)) => err(
+                    "command",
+                    "a wasm workload is either `http` or `command`, not both".into(),
+                ),
                 _ => {}
             }
             if w.manifests.is_some() {
@@ -520,7 +677,10 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             }
             if let Some(l) = &w.limits {
                 if l.memory.is_some_and(|m| m.0 < 1 << 16) {
-                    err("limits.memory", "must be at least 64Ki (one Wasm page)".into());
+                    err(
+                        "limits.memory",
+                        "must be at least 64Ki (one Wasm page)".into(),
+                    );
                 }
                 if l.cpu_time_per_request.is_some_and(|d| d.0 == 0) {
                     err("limits.cpuTimePerRequest", "must be more than 0ms".into());
@@ -532,8 +692,17 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             let mut seen = BTreeSet::new();
             for (i, d) in w.capabilities.dirs.iter().enumerate() {
                 let f = format!("capabilities.dirs[{i}].path");
-                if !d.path.starts_with('/') || d.path.split('/').any(|p| p == ".." || p == ".") || d.path == "/" {
-                    err(&f, format!("expected an absolute guest path below / without '..', got {:?}", d.path));
+                if !d.path.starts_with('/')
+                    || d.path.split('/').any(|p| p == ".." || p == ".")
+                    || d.path == "/"
+                {
+                    err(
+                        &f,
+                        format!(
+                            "expected an absolute guest path below / without '..', got {:?}",
+                            d.path
+                        ),
+                    );
                 } else if !seen.insert(d.path.trim_end_matches('/').to_string()) {
                     err(&f, format!("{:?} is declared twice", d.path));
                 }
@@ -546,13 +715,22 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
         }
         Runtime::K3s => {
             match &w.manifests {
-                None => err("manifests", "a k3s workload needs a manifests folder".into()),
+                None => err(
+                    "manifests",
+                    "a k3s workload needs a manifests folder".into(),
+                ),
                 Some(m) => match normalize(m) {
-                    None => err("manifests", format!("{m:?} must be a relative path inside the repo")),
+                    None => err(
+                        "manifests",
+                        format!("{m:?} must be a relative path inside the repo"),
+                    ),
                     Some(p) => {
                         let has_yaml = tree.files_under(&p).any(|(f, _)| is_yaml(f));
                         if !has_yaml {
-                            err("manifests", format!("{m:?} is not a folder of YAML manifests in the repo"));
+                            err(
+                                "manifests",
+                                format!("{m:?} is not a folder of YAML manifests in the repo"),
+                            );
                         }
                     }
                 },
@@ -588,7 +766,9 @@ fn check_host_pattern(h: &str) -> Result<(), String> {
     if host_ok && port_ok {
         Ok(())
     } else {
-        Err(format!("expected host, host:port or *.domain:port, got {h:?}"))
+        Err(format!(
+            "expected host, host:port or *.domain:port, got {h:?}"
+        ))
     }
 }
 
@@ -602,17 +782,37 @@ fn validate_manifests(dirs: &BTreeSet<String>, others: &[RawDoc], diags: &mut Di
         }
         let v = &doc.value;
         if !v.is_mapping() {
-            diags.error(&doc.file, doc.index.start.max(1), "", "expected a Kubernetes object (a mapping)");
+            diags.error(
+                &doc.file,
+                doc.index.start.max(1),
+                "",
+                "expected a Kubernetes object (a mapping)",
+            );
             continue;
         }
         for field in ["apiVersion", "kind"] {
             if str_field(v, field).is_none_or(str::is_empty) {
-                diags.error(&doc.file, doc.index.line_of(field), field, "a Kubernetes manifest needs a non-empty string here");
+                diags.error(
+                    &doc.file,
+                    doc.index.line_of(field),
+                    field,
+                    "a Kubernetes manifest needs a non-empty string here",
+                );
             }
         }
         let is_list = str_field(v, "kind").is_some_and(|k| k.ends_with("List"));
-        if !is_list && v.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).is_none_or(str::is_empty) {
-            diags.error(&doc.file, doc.index.line_of("metadata.name"), "metadata.name", "a Kubernetes manifest needs a name");
+        if !is_list
+            && v.get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            diags.error(
+                &doc.file,
+                doc.index.line_of("metadata.name"),
+                "metadata.name",
+                "a Kubernetes manifest needs a name",
+            );
         }
     }
 }

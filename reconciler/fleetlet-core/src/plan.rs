@@ -75,7 +75,9 @@ pub fn plan(desired: &DesiredState, observed: &BTreeMap<String, ObservedWorkload
         rest.push(match observed.get(id) {
             None => Action::Start(w.clone()),
             // A workload that never started is retried, even at the same version.
-            Some(o) if o.hash != w.hash || o.health == WorkloadHealth::Failed => Action::Replace(w.clone()),
+            Some(o) if o.hash != w.hash || o.health == WorkloadHealth::Failed => {
+                Action::Replace(w.clone())
+            }
             Some(_) => Action::Keep(id.clone()),
         });
     }
@@ -105,7 +107,10 @@ mod tests {
         DesiredState {
             site: "s".parse::<SiteName>().unwrap(),
             revision: "c".into(),
-            workloads: ws.iter().map(|(id, v)| (id.to_string(), wl(id, *v))).collect(),
+            workloads: ws
+                .iter()
+                .map(|(id, v)| (id.to_string(), wl(id, *v)))
+                .collect(),
             hash: Digest::from_bytes([0; 32]),
         }
     }
@@ -139,14 +144,41 @@ mod tests {
     #[test]
     fn plans() {
         use WorkloadHealth::*;
-        let cases: &[(&str, &[(&str, u8)], &[(&str, u8, WorkloadHealth)], &[&str])] = &[
+        // (case, desired (id, version), observed (id, version, health), expected actions)
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, u8)],
+            &'a [(&'a str, u8, WorkloadHealth)],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
             ("nothing to nothing", &[], &[], &[]),
             ("first start", &[("a/x", 1)], &[], &["start a/x"]),
-            ("unchanged", &[("a/x", 1)], &[("a/x", 1, Running)], &["keep a/x"]),
-            ("new version", &[("a/x", 2)], &[("a/x", 1, Running)], &["replace a/x"]),
+            (
+                "unchanged",
+                &[("a/x", 1)],
+                &[("a/x", 1, Running)],
+                &["keep a/x"],
+            ),
+            (
+                "new version",
+                &[("a/x", 2)],
+                &[("a/x", 1, Running)],
+                &["replace a/x"],
+            ),
             ("removed", &[], &[("a/x", 1, Running)], &["stop a/x"]),
-            ("failed start is retried", &[("a/x", 1)], &[("a/x", 1, Failed)], &["replace a/x"]),
-            ("restarting is left to the supervisor", &[("a/x", 1)], &[("a/x", 1, Restarting)], &["keep a/x"]),
+            (
+                "failed start is retried",
+                &[("a/x", 1)],
+                &[("a/x", 1, Failed)],
+                &["replace a/x"],
+            ),
+            (
+                "restarting is left to the supervisor",
+                &[("a/x", 1)],
+                &[("a/x", 1, Restarting)],
+                &["keep a/x"],
+            ),
             (
                 "stops come first, then by id",
                 &[("b/y", 1), ("a/x", 1)],
@@ -157,7 +189,11 @@ mod tests {
         for (name, d, o, want) in cases {
             let got = plan(&desired(d), &observed(o));
             assert_eq!(summary(&got), *want, "{name}");
-            assert_eq!(got.is_noop(), want.iter().all(|a| a.starts_with("keep")), "{name}");
+            assert_eq!(
+                got.is_noop(),
+                want.iter().all(|a| a.starts_with("keep")),
+                "{name}"
+            );
         }
     }
 }

@@ -117,7 +117,12 @@ pub enum RenderError {
 }
 
 /// Renders what `site` must run. Collects every problem rather than stopping at the first.
-pub fn render(fleet: &Fleet, tree: &RepoTree, site: &str, revision: &str) -> Result<DesiredState, Vec<RenderError>> {
+pub fn render(
+    fleet: &Fleet,
+    tree: &RepoTree,
+    site: &str,
+    revision: &str,
+) -> Result<DesiredState, Vec<RenderError>> {
     let Some(site_doc) = fleet.sites.get(site) else {
         return Err(vec![RenderError::UnknownSite(site.to_string())]);
     };
@@ -131,7 +136,11 @@ pub fn render(fleet: &Fleet, tree: &RepoTree, site: &str, revision: &str) -> Res
 
     for (app_name, app) in &fleet.apps {
         let spec = &app.doc.spec;
-        if !spec.targets.iter().any(|t| target_matches(t, site, site_doc)) {
+        if !spec
+            .targets
+            .iter()
+            .any(|t| target_matches(t, site, site_doc))
+        {
             continue;
         }
         for base in &spec.workloads {
@@ -155,15 +164,15 @@ pub fn render(fleet: &Fleet, tree: &RepoTree, site: &str, revision: &str) -> Res
             }
             match resolve(app_name, &w, site, site_doc, tree) {
                 Ok(dw) => {
-                    if let Some(WasmKind::Http { port }) = dw.wasm.as_ref().map(|s| &s.kind) {
-                        if let Some(first) = ports.insert(*port, dw.id()) {
-                            errors.push(RenderError::PortConflict {
-                                site: site.to_string(),
-                                port: *port,
-                                first,
-                                second: dw.id(),
-                            });
-                        }
+                    if let Some(WasmKind::Http { port }) = dw.wasm.as_ref().map(|s| &s.kind)
+                        && let Some(first) = ports.insert(*port, dw.id())
+                    {
+                        errors.push(RenderError::PortConflict {
+                            site: site.to_string(),
+                            port: *port,
+                            first,
+                            second: dw.id(),
+                        });
                     }
                     workloads.insert(dw.id(), dw);
                 }
@@ -190,9 +199,18 @@ pub fn canonical_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(&value).expect("a JSON value serialises")
 }
 
-fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree) -> Result<DesiredWorkload, String> {
+fn resolve(
+    app: &str,
+    w: &Workload,
+    site: &str,
+    site_doc: &Site,
+    tree: &RepoTree,
+) -> Result<DesiredWorkload, String> {
     if !site_doc.spec.runtimes.contains(&w.runtime) {
-        return Err(format!("site {site:?} does not offer runtime {}", w.runtime));
+        return Err(format!(
+            "site {site:?} does not offer runtime {}",
+            w.runtime
+        ));
     }
     let mut out = DesiredWorkload {
         app: app.to_string(),
@@ -215,7 +233,11 @@ fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree
             let kind = match (&w.http, &w.command) {
                 (Some(h), None) => WasmKind::Http { port: h.port },
                 (None, Some(c)) => WasmKind::Command {
-                    args: c.args.iter().map(|a| substitute(a, site, site_doc)).collect::<Result<_, _>>()?,
+                    args: c
+                        .args
+                        .iter()
+                        .map(|a| substitute(a, site, site_doc))
+                        .collect::<Result<_, _>>()?,
                 },
                 _ => return Err("a wasm workload is either `http` or `command`".into()),
             };
@@ -235,8 +257,12 @@ fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree
                 env,
                 limits: ResolvedLimits {
                     memory: l.memory.unwrap_or(DEFAULT_MEMORY),
-                    cpu_time_per_request: l.cpu_time_per_request.unwrap_or(DEFAULT_CPU_TIME_PER_REQUEST),
-                    max_concurrent_requests: l.max_concurrent_requests.unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
+                    cpu_time_per_request: l
+                        .cpu_time_per_request
+                        .unwrap_or(DEFAULT_CPU_TIME_PER_REQUEST),
+                    max_concurrent_requests: l
+                        .max_concurrent_requests
+                        .unwrap_or(DEFAULT_MAX_CONCURRENT_REQUESTS),
                 },
                 capabilities: w.capabilities.clone(),
             });
@@ -248,7 +274,10 @@ fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree
                 .and_then(normalize)
                 .ok_or("a k3s workload needs a manifests folder inside the repo")?;
             let mut objects = Vec::new();
-            for (file, bytes) in tree.files_under(&dir).filter(|(f, _)| f.ends_with(".yaml") || f.ends_with(".yml")) {
+            for (file, bytes) in tree
+                .files_under(&dir)
+                .filter(|(f, _)| f.ends_with(".yaml") || f.ends_with(".yml"))
+            {
                 let text = std::str::from_utf8(bytes).map_err(|_| format!("{file}: not UTF-8"))?;
                 for de in serde_yaml::Deserializer::from_str(text) {
                     let v: serde_json::Value =
@@ -258,7 +287,10 @@ fn resolve(app: &str, w: &Workload, site: &str, site_doc: &Site, tree: &RepoTree
                     }
                 }
             }
-            out.k3s = Some(K3sSpec { manifests: dir, objects });
+            out.k3s = Some(K3sSpec {
+                manifests: dir,
+                objects,
+            });
         }
     }
     out.hash = Digest::of(&canonical_json(&out));
@@ -276,7 +308,9 @@ pub fn substitute(input: &str, site: &str, doc: &Site) -> Result<String, String>
             out.push_str("${");
             rest = r;
         } else if let Some(r) = rest.strip_prefix("${") {
-            let end = r.find('}').ok_or_else(|| format!("unclosed ${{ in {input:?}"))?;
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed ${{ in {input:?}"))?;
             let key = &r[..end];
             let value = if key == "site.name" {
                 Some(site)
@@ -359,7 +393,11 @@ spec:
 
     #[test]
     fn applies_overrides_in_order_and_substitutes() {
-        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "wasm-bytes")]);
+        let t = tree(&[
+            ("sites.yaml", SITES),
+            ("app.yaml", APP),
+            ("c/hello.wasm", "wasm-bytes"),
+        ]);
         let eu = rendered(&t, "store-1").unwrap();
         let w = &eu.workloads["hello/web"];
         let spec = w.wasm.as_ref().unwrap();
@@ -377,19 +415,30 @@ spec:
 
         let tower = rendered(&t, "tower-1").unwrap();
         assert!(tower.workloads.is_empty());
-        assert!(matches!(rendered(&t, "nowhere").unwrap_err()[0], RenderError::UnknownSite(_)));
+        assert!(matches!(
+            rendered(&t, "nowhere").unwrap_err()[0],
+            RenderError::UnknownSite(_)
+        ));
     }
 
     #[test]
     fn is_deterministic_and_hash_tracks_content() {
-        let t1 = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "v1")]);
+        let t1 = tree(&[
+            ("sites.yaml", SITES),
+            ("app.yaml", APP),
+            ("c/hello.wasm", "v1"),
+        ]);
         let a = rendered(&t1, "store-2").unwrap();
         let b = rendered(&t1, "store-2").unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
         let mut unrelated = t1.clone();
         unrelated.insert("README.md", "docs");
         assert_eq!(rendered(&unrelated, "store-2").unwrap().hash, a.hash);
-        let t2 = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("c/hello.wasm", "v2")]);
+        let t2 = tree(&[
+            ("sites.yaml", SITES),
+            ("app.yaml", APP),
+            ("c/hello.wasm", "v2"),
+        ]);
         let c = rendered(&t2, "store-2").unwrap();
         assert_ne!(c.hash, a.hash);
         assert_ne!(c.workloads["hello/web"].hash, a.workloads["hello/web"].hash);
@@ -397,14 +446,39 @@ spec:
 
     #[test]
     fn reports_port_conflicts_and_unknown_values() {
-        let clash = APP.replace("name: hello", "name: hello2").replace("${site.name}", "${values.nope}");
-        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("b.yaml", &clash), ("c/hello.wasm", "x")]);
+        let clash = APP
+            .replace("name: hello", "name: hello2")
+            .replace("${site.name}", "${values.nope}");
+        let t = tree(&[
+            ("sites.yaml", SITES),
+            ("app.yaml", APP),
+            ("b.yaml", &clash),
+            ("c/hello.wasm", "x"),
+        ]);
         let errs = rendered(&t, "store-2").unwrap_err();
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(text.iter().any(|e| e.contains("${values.nope} is not defined")), "{text:?}");
-        let t = tree(&[("sites.yaml", SITES), ("app.yaml", APP), ("b.yaml", &APP.replace("name: hello", "name: hello2")), ("c/hello.wasm", "x")]);
+        assert!(
+            text.iter()
+                .any(|e| e.contains("${values.nope} is not defined")),
+            "{text:?}"
+        );
+        let t = tree(&[
+            ("sites.yaml", SITES),
+            ("app.yaml", APP),
+            ("b.yaml", &APP.replace("name: hello", "name: hello2")),
+            ("c/hello.wasm", "x"),
+        ]);
         let errs = rendered(&t, "store-2").unwrap_err();
-        assert!(matches!(errs[0], RenderError::PortConflict { port: Port(8080), .. }), "{errs:?}");
+        assert!(
+            matches!(
+                errs[0],
+                RenderError::PortConflict {
+                    port: Port(8080),
+                    ..
+                }
+            ),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -419,7 +493,11 @@ spec:
             ("${values.missing}", Err(())),
             ("${unclosed", Err(())),
         ] {
-            assert_eq!(substitute(input, "store-1", site).ok().as_deref(), want.ok(), "{input}");
+            assert_eq!(
+                substitute(input, "store-1", site).ok().as_deref(),
+                want.ok(),
+                "{input}"
+            );
         }
     }
 }

@@ -34,7 +34,9 @@ impl LabelSelector {
     /// Kubernetes semantics: every label and every expression must hold; an empty selector
     /// matches everything.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
             && self.match_expressions.iter().all(|r| {
                 let value = labels.get(&r.key);
                 match r.operator {
@@ -52,9 +54,10 @@ impl LabelSelector {
         for (i, r) in self.match_expressions.iter().enumerate() {
             let field = format!("matchExpressions[{i}].values");
             match r.operator {
-                Operator::In | Operator::NotIn if r.values.is_empty() => {
-                    out.push((field, format!("operator {:?} needs at least one value", r.operator)))
-                }
+                Operator::In | Operator::NotIn if r.values.is_empty() => out.push((
+                    field,
+                    format!("operator {:?} needs at least one value", r.operator),
+                )),
                 Operator::Exists | Operator::DoesNotExist if !r.values.is_empty() => {
                     out.push((field, format!("operator {:?} takes no values", r.operator)))
                 }
@@ -70,7 +73,10 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -81,12 +87,27 @@ mod tests {
             ("{}", true),
             ("matchLabels: {tier: store}", true),
             ("matchLabels: {tier: turbine}", false),
-            ("matchExpressions: [{key: region, operator: In, values: [eu, us]}]", true),
-            ("matchExpressions: [{key: region, operator: NotIn, values: [eu]}]", false),
-            ("matchExpressions: [{key: env, operator: NotIn, values: [prod]}]", true),
+            (
+                "matchExpressions: [{key: region, operator: In, values: [eu, us]}]",
+                true,
+            ),
+            (
+                "matchExpressions: [{key: region, operator: NotIn, values: [eu]}]",
+                false,
+            ),
+            (
+                "matchExpressions: [{key: env, operator: NotIn, values: [prod]}]",
+                true,
+            ),
             ("matchExpressions: [{key: env, operator: Exists}]", false),
-            ("matchExpressions: [{key: env, operator: DoesNotExist}]", true),
-            ("{matchLabels: {tier: store}, matchExpressions: [{key: region, operator: In, values: [us]}]}", false),
+            (
+                "matchExpressions: [{key: env, operator: DoesNotExist}]",
+                true,
+            ),
+            (
+                "{matchLabels: {tier: store}, matchExpressions: [{key: region, operator: In, values: [us]}]}",
+                false,
+            ),
         ] {
             assert_eq!(sel(yaml).matches(&site), want, "{yaml}");
         }
@@ -94,7 +115,8 @@ mod tests {
 
     #[test]
     fn finds_malformed_expressions() {
-        let s: LabelSelector = serde_yaml::from_str("matchExpressions: [{key: a, operator: In}]").unwrap();
+        let s: LabelSelector =
+            serde_yaml::from_str("matchExpressions: [{key: a, operator: In}]").unwrap();
         assert_eq!(s.problems().len(), 1);
     }
 }

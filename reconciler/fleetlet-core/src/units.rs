@@ -97,7 +97,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
         for (unit, size) in [("Gi", 1u64 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
-            if b >= size && b % size == 0 {
+            if b >= size && b.is_multiple_of(size) {
                 return write!(f, "{}{unit}", b / size);
             }
         }
@@ -162,7 +162,7 @@ impl fmt::Display for DurationSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
         for (unit, size) in [("h", 3_600_000u64), ("m", 60_000), ("s", 1000)] {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -226,8 +226,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        for (input, want) in [("50ms", Some(50)), ("2s", Some(2000)), ("1m", Some(60_000)), ("5", None), ("1d", None)] {
-            assert_eq!(DurationSpec::parse(input).ok().map(|d| d.0), want, "{input}");
+        for (input, want) in [
+            ("50ms", Some(50)),
+            ("2s", Some(2000)),
+            ("1m", Some(60_000)),
+            ("5", None),
+            ("1d", None),
+        ] {
+            assert_eq!(
+                DurationSpec::parse(input).ok().map(|d| d.0),
+                want,
+                "{input}"
+            );
         }
         assert_eq!(DurationSpec(1500).to_string(), "1500ms");
         assert_eq!(DurationSpec(30_000).to_string(), "30s");
@@ -235,7 +245,9 @@ mod tests {
 
     #[test]
     fn ports_say_what_they_expected() {
-        let e = serde_yaml::from_str::<Port>("\"80a\"").unwrap_err().to_string();
+        let e = serde_yaml::from_str::<Port>("\"80a\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected integer 1-65535, got \"80a\""), "{e}");
         assert!(serde_yaml::from_str::<Port>("0").is_err());
         assert!(serde_yaml::from_str::<Port>("70000").is_err());

@@ -12,7 +12,11 @@ fn read_tree(root: &Path) -> RepoTree {
             if p.is_dir() {
                 walk(root, &p, tree);
             } else {
-                let rel = p.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/");
+                let rel = p
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace('\\', "/");
                 tree.insert(rel, std::fs::read(&p).unwrap());
             }
         }
@@ -42,7 +46,10 @@ fn check(case: &Path) {
 #[test]
 fn validation_cases() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/validate");
-    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     cases.sort();
     assert!(cases.len() >= 3);
     for case in cases {

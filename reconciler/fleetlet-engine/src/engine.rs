@@ -33,7 +33,10 @@ pub enum CycleOutcome {
     /// A new release runs now.
     Applied { commit: String, changes: usize },
     /// A release was refused; the previous one keeps running.
-    Rejected { commit: Option<String>, stage: Stage },
+    Rejected {
+        commit: Option<String>,
+        stage: Stage,
+    },
     /// The source could not be reached; nothing changed.
     SourceUnavailable,
 }
@@ -63,7 +66,13 @@ where
     St: StateStore,
 {
     /// Opens the engine on its state. Refuses a state record written by a newer agent.
-    pub fn new(site: String, source: S, runtime: R, blobs: B, store: St) -> Result<Self, crate::ports::StateError> {
+    pub fn new(
+        site: String,
+        source: S,
+        runtime: R,
+        blobs: B,
+        store: St,
+    ) -> Result<Self, crate::ports::StateError> {
         let state = store.load()?.unwrap_or(AgentState {
             version: STATE_VERSION,
             ..Default::default()
@@ -113,7 +122,11 @@ where
             }
             Err(e) => {
                 warn!(error = %e.message, "could not restore the applied release; trying last-known-good");
-                let lkg = self.state.last_known_good.clone().filter(|l| l.desired != applied.desired);
+                let lkg = self
+                    .state
+                    .last_known_good
+                    .clone()
+                    .filter(|l| l.desired != applied.desired);
                 let Some(lkg) = lkg else { return Err(e) };
                 let n = self.converge(&lkg.desired, None)?;
                 self.state.applied = Some(lkg);
@@ -143,18 +156,34 @@ where
         };
         self.state.last_sync = Some(now);
         let rev = poll.revision().clone();
-        let applied_commit = self.state.applied.as_ref().map(|a| a.revision.commit.clone());
-        let seen_before = matches!(poll, Poll::Unchanged(_)) && last_seen.as_deref() == Some(rev.commit.as_str());
+        let applied_commit = self
+            .state
+            .applied
+            .as_ref()
+            .map(|a| a.revision.commit.clone());
+        let seen_before =
+            matches!(poll, Poll::Unchanged(_)) && last_seen.as_deref() == Some(rev.commit.as_str());
         if seen_before && applied_commit.as_deref() == Some(rev.commit.as_str()) {
             // Nothing new: make sure what should run does (a crashed start is retried).
             return self.heal(now);
         }
-        if seen_before && self.state.last_error.as_ref().is_some_and(|e| e.commit.as_deref() == Some(rev.commit.as_str())) {
+        if seen_before
+            && self
+                .state
+                .last_error
+                .as_ref()
+                .is_some_and(|e| e.commit.as_deref() == Some(rev.commit.as_str()))
+        {
             // Already refused this commit; refusing again would only repeat the same error.
             self.save();
             return CycleOutcome::Rejected {
                 commit: Some(rev.commit),
-                stage: self.state.last_error.as_ref().map(|e| e.stage).unwrap_or(Stage::Validate),
+                stage: self
+                    .state
+                    .last_error
+                    .as_ref()
+                    .map(|e| e.stage)
+                    .unwrap_or(Stage::Validate),
             };
         }
         self.state.last_seen = Some(rev.clone());
@@ -191,28 +220,38 @@ where
             .source
             .read_tree(&rev.commit)
             .map_err(|e| err(Stage::Source, e.to_string(), vec![]))?;
-        let desired = desired_state(&tree, &self.site, &rev.commit).map_err(|(stage, msg, details)| err(stage, msg, details))?;
+        let desired = desired_state(&tree, &self.site, &rev.commit)
+            .map_err(|(stage, msg, details)| err(stage, msg, details))?;
 
         // 4. store components, so a restart without network has them.
         for w in desired.workloads.values() {
             if let Some(spec) = &w.wasm {
                 let bytes = tree.get(&spec.component.path).unwrap_or_default();
-                let got = self
-                    .blobs
-                    .put(bytes)
-                    .map_err(|e| err(Stage::Store, format!("storing component of {}: {e}", w.id()), vec![]))?;
+                let got = self.blobs.put(bytes).map_err(|e| {
+                    err(
+                        Stage::Store,
+                        format!("storing component of {}: {e}", w.id()),
+                        vec![],
+                    )
+                })?;
                 if got != spec.component.digest {
-                    return Err(err(Stage::Store, format!("component of {} changed while storing", w.id()), vec![]));
+                    return Err(err(
+                        Stage::Store,
+                        format!("component of {} changed while storing", w.id()),
+                        vec![],
+                    ));
                 }
             }
         }
 
         let previous = self.state.applied.as_ref().map(|a| a.desired.clone());
-        let changes = self.converge(&desired, previous.as_ref()).map_err(|mut e| {
-            e.at = now;
-            e.commit = Some(rev.commit.clone());
-            e
-        })?;
+        let changes = self
+            .converge(&desired, previous.as_ref())
+            .map_err(|mut e| {
+                e.at = now;
+                e.commit = Some(rev.commit.clone());
+                e
+            })?;
 
         let release = AppliedRelease {
             revision: rev.clone(),
@@ -232,7 +271,11 @@ where
 
     /// Makes the runtime run `desired`: prepare every change first (all-or-nothing), then
     /// activate and stop. On a failure while activating, returns to `previous`.
-    fn converge(&mut self, desired: &DesiredState, previous: Option<&DesiredState>) -> CycleResult<usize> {
+    fn converge(
+        &mut self,
+        desired: &DesiredState,
+        previous: Option<&DesiredState>,
+    ) -> CycleResult<usize> {
         let observed = self.runtime.observe();
         let wasm_only = only_wasm(desired);
         let plan = plan(&wasm_only, &observed);
@@ -258,7 +301,11 @@ where
         if !failures.is_empty() {
             return Err(mk(
                 Stage::Prepare,
-                format!("{} workload(s) cannot start; the release is held: {}", failures.len(), failures[0]),
+                format!(
+                    "{} workload(s) cannot start; the release is held: {}",
+                    failures.len(),
+                    failures[0]
+                ),
                 failures,
             ));
         }
@@ -288,21 +335,34 @@ where
     }
 
     fn prepare(&self, w: &DesiredWorkload) -> Result<R::Prepared, String> {
-        let spec = w.wasm.as_ref().ok_or_else(|| format!("{}: not a wasm workload", w.id()))?;
+        let spec = w
+            .wasm
+            .as_ref()
+            .ok_or_else(|| format!("{}: not a wasm workload", w.id()))?;
         let bytes = self
             .blobs
             .get(&spec.component.digest)
             .map_err(|e| format!("{}: {e}", w.id()))?
-            .ok_or_else(|| format!("{}: component {} is not in the local store", w.id(), spec.component.digest))?;
+            .ok_or_else(|| {
+                format!(
+                    "{}: component {} is not in the local store",
+                    w.id(),
+                    spec.component.digest
+                )
+            })?;
         self.runtime.prepare(w, &bytes).map_err(|e| e.to_string())
     }
 
     fn is_healthy(&self, desired: &DesiredState) -> bool {
         let observed = self.runtime.observe();
         only_wasm(desired).workloads.iter().all(|(id, w)| {
-            observed
-                .get(id)
-                .is_some_and(|o| o.hash == w.hash && matches!(o.health, WorkloadHealth::Running | WorkloadHealth::Completed))
+            observed.get(id).is_some_and(|o| {
+                o.hash == w.hash
+                    && matches!(
+                        o.health,
+                        WorkloadHealth::Running | WorkloadHealth::Completed
+                    )
+            })
         })
     }
 
@@ -322,7 +382,9 @@ where
                 self.state.last_error = Some(e);
             }
         }
-        if self.state.last_known_good.as_ref().map(|l| &l.revision) != Some(&applied.revision) && self.is_healthy(&applied.desired) {
+        if self.state.last_known_good.as_ref().map(|l| &l.revision) != Some(&applied.revision)
+            && self.is_healthy(&applied.desired)
+        {
             self.state.last_known_good = Some(applied);
         }
         self.save();
@@ -342,13 +404,22 @@ where
 }
 
 /// Load, validate and render: the pure part of a release, with errors shaped for the record.
-pub fn desired_state(tree: &RepoTree, site: &str, commit: &str) -> Result<DesiredState, (Stage, String, Vec<String>)> {
+pub fn desired_state(
+    tree: &RepoTree,
+    site: &str,
+    commit: &str,
+) -> Result<DesiredState, (Stage, String, Vec<String>)> {
     let loaded = load_fleet(tree);
     if loaded.has_errors() {
         let details: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
         return Err((
             Stage::Validate,
-            format!("fleet repo at {} is invalid ({} error(s)); first: {}", short(commit), details.len(), details[0]),
+            format!(
+                "fleet repo at {} is invalid ({} error(s)); first: {}",
+                short(commit),
+                details.len(),
+                details[0]
+            ),
             details,
         ));
     }
@@ -356,7 +427,11 @@ pub fn desired_state(tree: &RepoTree, site: &str, commit: &str) -> Result<Desire
         let details: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         (
             Stage::Render,
-            format!("rendering site {site:?} at {}: {}", short(commit), details[0]),
+            format!(
+                "rendering site {site:?} at {}: {}",
+                short(commit),
+                details[0]
+            ),
             details,
         )
     })

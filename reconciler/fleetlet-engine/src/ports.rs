@@ -110,7 +110,11 @@ pub trait WorkloadRuntime {
     fn observe(&self) -> BTreeMap<String, ObservedWorkload>;
 
     /// Compiles and checks `workload` from `component` bytes, without serving it.
-    fn prepare(&self, workload: &DesiredWorkload, component: &[u8]) -> Result<Self::Prepared, RuntimeError>;
+    fn prepare(
+        &self,
+        workload: &DesiredWorkload,
+        component: &[u8],
+    ) -> Result<Self::Prepared, RuntimeError>;
 
     /// Starts a prepared workload, or replaces the running version of it: the new one takes
     /// traffic before the old one drains, so no request is lost.

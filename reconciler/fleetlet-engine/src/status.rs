@@ -39,7 +39,11 @@ pub struct WorkloadStatus {
 }
 
 impl Status {
-    pub fn build(site: &str, state: &AgentState, observed: &BTreeMap<String, ObservedWorkload>) -> Status {
+    pub fn build(
+        site: &str,
+        state: &AgentState,
+        observed: &BTreeMap<String, ObservedWorkload>,
+    ) -> Status {
         let applied = state.applied.as_ref();
         let mut workloads = Vec::new();
         if let Some(a) = applied {
@@ -56,9 +60,14 @@ impl Status {
                     _ => (String::new(), None),
                 };
                 let (state, reason) = match (w.wasm.is_some(), observed.get(id)) {
-                    (false, _) => ("notApplied", Some("this agent has no k3s applier yet".to_string())),
+                    (false, _) => (
+                        "notApplied",
+                        Some("this agent has no k3s applier yet".to_string()),
+                    ),
                     (true, None) => ("stopped", None),
-                    (true, Some(o)) if o.hash != w.hash => ("stale", Some("runs another version".into())),
+                    (true, Some(o)) if o.hash != w.hash => {
+                        ("stale", Some("runs another version".into()))
+                    }
                     (true, Some(o)) => (health_name(o.health), None),
                 };
                 workloads.push(WorkloadStatus {
@@ -76,7 +85,10 @@ impl Status {
             applied_commit: applied.map(|a| a.revision.commit.clone()),
             applied_summary: applied.map(|a| a.revision.summary.clone()),
             applied_at: applied.map(|a| a.applied_at),
-            last_known_good_commit: state.last_known_good.as_ref().map(|a| a.revision.commit.clone()),
+            last_known_good_commit: state
+                .last_known_good
+                .as_ref()
+                .map(|a| a.revision.commit.clone()),
             last_seen_commit: state.last_seen.as_ref().map(|r| r.commit.clone()),
             last_sync: state.last_sync,
             last_error: state.last_error.clone(),

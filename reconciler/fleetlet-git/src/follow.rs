@@ -171,7 +171,10 @@ mod tests {
         assert_eq!(p.newest_by_version(&m).unwrap().name, "refs/tags/v1.10.0");
         // Plain semver precedence: a pre-release of a higher version is newer.
         let hs = heads(&["refs/tags/v1.10.0", "refs/tags/v2.0.0-rc.1"]);
-        assert_eq!(p.newest_by_version(&p.matches(&hs)).unwrap().name, "refs/tags/v2.0.0-rc.1");
+        assert_eq!(
+            p.newest_by_version(&p.matches(&hs)).unwrap().name,
+            "refs/tags/v2.0.0-rc.1"
+        );
     }
 
     #[test]

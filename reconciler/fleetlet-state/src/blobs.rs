@@ -50,13 +50,17 @@ impl BlobStore for FsBlobStore {
             .tempfile_in(&self.dir)
             .map_err(|e| io_err(&digest, "creating temp file", e))?;
         let mut f = tmp.as_file();
-        f.write_all(bytes).map_err(|e| io_err(&digest, "writing", e))?;
+        f.write_all(bytes)
+            .map_err(|e| io_err(&digest, "writing", e))?;
         f.sync_all().map_err(|e| io_err(&digest, "fsync", e))?;
         // Verify what reached the disk, not what we meant to write.
         let written = fs::read(tmp.path()).map_err(|e| io_err(&digest, "re-reading", e))?;
         let actual = Digest::of(&written);
         if actual != digest {
-            return Err(StoreError::DigestMismatch { expected: digest, actual });
+            return Err(StoreError::DigestMismatch {
+                expected: digest,
+                actual,
+            });
         }
         tmp.persist(&path)
             .map_err(|e| io_err(&digest, "renaming into place", e.error))?;
@@ -96,7 +100,10 @@ mod tests {
         assert_eq!(store.get(&d).unwrap().as_deref(), Some(&b"component"[..]));
         assert_eq!(store.get(&Digest::of(b"other")).unwrap(), None);
         fs::write(store.path_of(&d), b"tampered").unwrap();
-        assert!(matches!(store.get(&d), Err(StoreError::DigestMismatch { .. })));
+        assert!(matches!(
+            store.get(&d),
+            Err(StoreError::DigestMismatch { .. })
+        ));
     }
 
     #[test]

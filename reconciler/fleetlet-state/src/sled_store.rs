@@ -27,7 +27,11 @@ impl SledStateStore {
 
 impl StateStore for SledStateStore {
     fn load(&self) -> Result<Option<AgentState>, StateError> {
-        let Some(bytes) = self.db.get(KEY).map_err(|e| StateError(format!("reading the state record: {e}")))? else {
+        let Some(bytes) = self
+            .db
+            .get(KEY)
+            .map_err(|e| StateError(format!("reading the state record: {e}")))?
+        else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
@@ -36,7 +40,8 @@ impl StateStore for SledStateStore {
     }
 
     fn save(&self, state: &AgentState) -> Result<(), StateError> {
-        let bytes = serde_json::to_vec(state).map_err(|e| StateError(format!("encoding the state record: {e}")))?;
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| StateError(format!("encoding the state record: {e}")))?;
         self.db
             .insert(KEY, bytes)
             .map_err(|e| StateError(format!("writing the state record: {e}")))?;

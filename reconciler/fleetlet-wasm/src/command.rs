@@ -74,7 +74,17 @@ pub(crate) struct CommandStatus {
 
 pub(crate) struct Supervisor {
     pub status: Arc<Mutex<CommandStatus>>,
-    task: tokio::task::JoinHandle<()>,
+    /// `None` once stopped.
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Supervisor {
+    /// A dropped host must not leave guests running on the runtime.
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
 }
 
 impl Supervisor {
@@ -85,7 +95,10 @@ impl Supervisor {
             restarts: 0,
         }));
         let task = tokio::spawn(supervise(runner, status.clone()));
-        Supervisor { status, task }
+        Supervisor {
+            status,
+            task: Some(task),
+        }
     }
 
     pub fn status(&self) -> CommandStatus {
@@ -93,9 +106,11 @@ impl Supervisor {
     }
 
     /// Cancels the run (the guest is dropped at its next yield, within one epoch tick).
-    pub async fn stop(self) {
-        self.task.abort();
-        let _ = tokio::time::timeout(STOP_TIMEOUT, self.task).await;
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = tokio::time::timeout(STOP_TIMEOUT, task).await;
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use wasmtime_wasi_http::{WasiBody, WasiHttpView};
 
 /// How long `stop` waits for in-flight requests before dropping them.
 pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One prepared version of an http workload.
 pub(crate) struct HttpHandler {
@@ -222,6 +223,9 @@ async fn accept_loop(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
+                // Bounds how long a client may take to send request headers (slowloris).
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {

@@ -19,7 +19,7 @@ use fleetlet_engine::{Engine, Status};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig};
 use fleetlet_state::{FsBlobStore, SledStateStore};
 use fleetlet_wasm::{WasmHost, WasmHostConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, RwLock};
@@ -43,7 +43,10 @@ struct Shared {
 }
 
 pub fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC, without pulling a date crate in for one line of output.
@@ -61,7 +64,12 @@ pub fn format_time(t: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
 
 fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
@@ -83,13 +91,23 @@ fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
 pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::RepoTree, String)> {
     let tmp = tempfile::tempdir().context("creating a temporary mirror")?;
     let url = if Path::new(repo).exists() {
-        Path::new(repo).canonicalize()?.to_string_lossy().into_owned()
+        Path::new(repo)
+            .canonicalize()?
+            .to_string_lossy()
+            .into_owned()
     } else {
         repo.to_string()
     };
     let mut last_err = None;
-    for follow in [Follow::Branch(rev.to_string()), Follow::TagPattern(rev.to_string())] {
-        let mut source = GitSource::open(GitSourceConfig::new(url.clone(), follow, tmp.path().join("git")))?;
+    for follow in [
+        Follow::Branch(rev.to_string()),
+        Follow::TagPattern(rev.to_string()),
+    ] {
+        let mut source = GitSource::open(GitSourceConfig::new(
+            url.clone(),
+            follow,
+            tmp.path().join("git"),
+        ))?;
         match source.poll(None) {
             Ok(p) => {
                 let commit = p.revision().commit.clone();
@@ -98,13 +116,17 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
             Err(e) => last_err = Some(e),
         }
     }
-    Err(anyhow!("no branch or tag {rev:?} in {repo}: {}", last_err.map(|e| e.to_string()).unwrap_or_default()))
+    Err(anyhow!(
+        "no branch or tag {rev:?} in {repo}: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    ))
 }
 
 pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let state_dir = cfg.state_dir.clone();
     for sub in ["", "blobs", "compiled", "volumes"] {
-        std::fs::create_dir_all(state_dir.join(sub)).with_context(|| format!("creating {}", state_dir.join(sub).display()))?;
+        std::fs::create_dir_all(state_dir.join(sub))
+            .with_context(|| format!("creating {}", state_dir.join(sub).display()))?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -113,17 +135,19 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
 
-    let store = SledStateStore::open(&state_dir.join("db")).context("opening the state store (is another agent running on this state dir?)")?;
+    let store = SledStateStore::open(&state_dir.join("db"))
+        .context("opening the state store (is another agent running on this state dir?)")?;
     let blobs = FsBlobStore::open(&state_dir.join("blobs")).context("opening the blob store")?;
-    let host = WasmHost::new(WasmHostConfig {
-        compiled_cache_dir: state_dir.join("compiled"),
-        volumes_dir: state_dir.join("volumes"),
-        bind_address: cfg.runtimes.wasm.bind_address,
-        handle: rt.handle().clone(),
-    })
+    let host = WasmHost::new(WasmHostConfig::new(
+        state_dir.join("compiled"),
+        state_dir.join("volumes"),
+        cfg.runtimes.wasm.bind_address,
+        rt.handle().clone(),
+    ))
     .context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
-    let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store).context("loading agent state")?;
+    let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
+        .context("loading agent state")?;
 
     let shared = Arc::new(Shared {
         status: RwLock::new(engine.status()),
@@ -139,12 +163,17 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let http_shutdown = Arc::new(tokio::sync::Notify::new());
     rt.spawn(serve_http(listener, shared.clone(), http_shutdown.clone()));
     rt.spawn(watch_signals(tx.clone()));
-    let _watcher = fleetlet_git::local_path(&cfg.source.git.url).and_then(|p| watch_repo(&p, tx.clone()));
+    let _watcher =
+        fleetlet_git::local_path(&cfg.source.git.url).and_then(|p| watch_repo(&p, tx.clone()));
 
     // Bring back what ran before, from local state only: the site serves before any network.
     let started = Instant::now();
     match engine.restore() {
-        Ok(n) if n > 0 => info!(workloads = n, ms = started.elapsed().as_millis() as u64, "restored workloads from local state"),
+        Ok(n) if n > 0 => info!(
+            workloads = n,
+            ms = started.elapsed().as_millis() as u64,
+            "restored workloads from local state"
+        ),
         Ok(_) => {}
         Err(e) => warn!(error = %e.message, "could not restore workloads from local state"),
     }
@@ -156,7 +185,9 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         let t = Instant::now();
         let outcome = engine.reconcile(now());
         let status = publish(&engine, &shared, &state_dir);
-        shared.metrics.record(&outcome, t.elapsed().as_secs_f64(), &status);
+        shared
+            .metrics
+            .record(&outcome, t.elapsed().as_secs_f64(), &status);
         if wait(&rx, interval) {
             break;
         }
@@ -203,7 +234,10 @@ where
     St: fleetlet_engine::ports::StateStore,
 {
     let status = engine.status();
-    if let Err(e) = write_atomic(&state_dir.join(STATUS_FILE), &serde_json::to_vec_pretty(&status).unwrap_or_default()) {
+    if let Err(e) = write_atomic(
+        &state_dir.join(STATUS_FILE),
+        &serde_json::to_vec_pretty(&status).unwrap_or_default(),
+    ) {
         warn!(error = %e, "writing status.json");
     }
     shared.metrics.set_status(&status);
@@ -221,13 +255,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn watch_repo(path: &PathBuf, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+fn watch_repo(path: &Path, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        if let Ok(ev) = res {
-            if !ev.kind.is_access() {
-                let _ = tx.send(Trigger::Changed);
-            }
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+        {
+            let _ = tx.send(Trigger::Changed);
         }
     })
     .map_err(|e| warn!(error = %e, "cannot watch the fleet repo; relying on polling"))
@@ -246,7 +280,10 @@ fn watch_repo(path: &PathBuf, tx: Sender<Trigger>) -> Option<notify::Recommended
 
 async fn watch_signals(tx: Sender<Trigger>) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };
@@ -257,7 +294,11 @@ async fn watch_signals(tx: Sender<Trigger>) {
     let _ = tx.send(Trigger::Shutdown);
 }
 
-async fn serve_http(listener: tokio::net::TcpListener, shared: Arc<Shared>, shutdown: Arc<tokio::sync::Notify>) {
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: Arc<tokio::sync::Notify>,
+) {
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -287,7 +328,10 @@ async fn status(State(s): State<Arc<Shared>>) -> impl IntoResponse {
 
 async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         s.metrics.encode(),
     )
 }

@@ -124,8 +124,10 @@ fn default_status_addr() -> SocketAddr {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading agent config {}", path.display()))?;
-        let cfg: AgentConfig = serde_yaml::from_str(&text).with_context(|| format!("agent config {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading agent config {}", path.display()))?;
+        let cfg: AgentConfig = serde_yaml::from_str(&text)
+            .with_context(|| format!("agent config {}", path.display()))?;
         if cfg.api_version != fleetlet_core::model::API_VERSION || cfg.kind != KIND {
             bail!(
                 "agent config {}: expected apiVersion {:?} and kind {KIND:?}, got {:?} / {:?}",
@@ -136,20 +138,30 @@ impl AgentConfig {
             );
         }
         if cfg.source.git.branch.is_some() && cfg.source.git.tag.is_some() {
-            bail!("agent config {}: source.git: set `branch` or `tag`, not both", path.display());
+            bail!(
+                "agent config {}: source.git: set `branch` or `tag`, not both",
+                path.display()
+            );
         }
         let mut cfg = cfg;
         // Relative paths are relative to the config file, as an operator reading it expects.
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.state_dir = base.join(&cfg.state_dir);
-        for p in [&mut cfg.source.git.ca_file, &mut cfg.source.git.ssh_key, &mut cfg.source.git.known_hosts]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut cfg.source.git.ca_file,
+            &mut cfg.source.git.ssh_key,
+            &mut cfg.source.git.known_hosts,
+        ]
+        .into_iter()
+        .flatten()
         {
             *p = base.join(&*p);
         }
         if !cfg.source.git.url.contains("://") && !cfg.source.git.url.contains('@') {
-            cfg.source.git.url = base.join(&cfg.source.git.url).to_string_lossy().into_owned();
+            cfg.source.git.url = base
+                .join(&cfg.source.git.url)
+                .to_string_lossy()
+                .into_owned();
         }
         Ok(cfg)
     }

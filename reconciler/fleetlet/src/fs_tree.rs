@@ -28,14 +28,21 @@ fn walk(root: &Path, dir: &Path, tree: &mut RepoTree) -> anyhow::Result<()> {
         if name == ".git" || name == "target" {
             continue;
         }
-        let rel = path.strip_prefix(root).expect("walk stays under root").to_string_lossy().replace('\\', "/");
+        let rel = path
+            .strip_prefix(root)
+            .expect("walk stays under root")
+            .to_string_lossy()
+            .replace('\\', "/");
         let meta = std::fs::symlink_metadata(&path)?;
         let (real, meta) = if meta.file_type().is_symlink() {
             let real = path
                 .canonicalize()
                 .with_context(|| format!("{rel}: broken symlink"))?;
             if !real.starts_with(root) {
-                bail!("{rel}: symlink points outside the repo (to {})", real.display());
+                bail!(
+                    "{rel}: symlink points outside the repo (to {})",
+                    real.display()
+                );
             }
             let m = std::fs::metadata(&real)?;
             (real, m)
@@ -48,9 +55,15 @@ fn walk(root: &Path, dir: &Path, tree: &mut RepoTree) -> anyhow::Result<()> {
             }
         } else if meta.is_file() {
             if meta.len() > MAX_FILE_SIZE {
-                bail!("{rel}: file is {} bytes, more than the {MAX_FILE_SIZE}-byte limit", meta.len());
+                bail!(
+                    "{rel}: file is {} bytes, more than the {MAX_FILE_SIZE}-byte limit",
+                    meta.len()
+                );
             }
-            tree.insert(rel, std::fs::read(&real).with_context(|| format!("reading {}", real.display()))?);
+            tree.insert(
+                rel,
+                std::fs::read(&real).with_context(|| format!("reading {}", real.display()))?,
+            );
         }
     }
     Ok(())

@@ -15,10 +15,21 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "fleetlet", version, about = "A pull-based GitOps agent for edge fleets", propagate_version = true)]
+#[command(
+    name = "fleetlet",
+    version,
+    about = "A pull-based GitOps agent for edge fleets",
+    propagate_version = true
+)]
 struct Cli {
     /// Log format.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "FLEETLET_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FLEETLET_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     /// More logging (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -131,9 +142,13 @@ fn init_logging(cli: &Cli) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},cranelift_codegen=warn,wasmtime_cranelift=warn,sled=warn"))
+        EnvFilter::new(format!(
+            "{level},cranelift_codegen=warn,wasmtime_cranelift=warn,sled=warn"
+        ))
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -166,7 +181,10 @@ fn validate(repo: &Path, output: Output) -> anyhow::Result<bool> {
             }
         }
     }
-    let errors = diags.iter().filter(|d| d.severity == Severity::Error).count();
+    let errors = diags
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
     match output {
         Output::Text => {
             for d in &diags {
@@ -194,13 +212,21 @@ fn validate(repo: &Path, output: Output) -> anyhow::Result<bool> {
 
 fn render_cmd(repo: &str, rev: Option<&str>, site: &str, output: Output) -> anyhow::Result<bool> {
     let (tree, revision) = match rev {
-        None if Path::new(repo).is_dir() => (fs_tree::read_dir_tree(Path::new(repo))?, "working-tree".to_string()),
+        None if Path::new(repo).is_dir() => (
+            fs_tree::read_dir_tree(Path::new(repo))?,
+            "working-tree".to_string(),
+        ),
         _ => agent::read_git_tree(repo, rev.unwrap_or("main"))?,
     };
     render_tree(&tree, site, &revision, output)
 }
 
-fn render_tree(tree: &RepoTree, site: &str, revision: &str, output: Output) -> anyhow::Result<bool> {
+fn render_tree(
+    tree: &RepoTree,
+    site: &str,
+    revision: &str,
+    output: Output,
+) -> anyhow::Result<bool> {
     let loaded = load_fleet(tree);
     if loaded.has_errors() {
         for d in loaded.errors() {
@@ -210,7 +236,14 @@ fn render_tree(tree: &RepoTree, site: &str, revision: &str, output: Output) -> a
     }
     match render(&loaded.fleet, tree, site, revision) {
         Ok(desired) => {
-            print_value(&desired, if output == Output::Text { Output::Yaml } else { output })?;
+            print_value(
+                &desired,
+                if output == Output::Text {
+                    Output::Yaml
+                } else {
+                    output
+                },
+            )?;
             Ok(true)
         }
         Err(errs) => {
@@ -222,15 +255,23 @@ fn render_tree(tree: &RepoTree, site: &str, revision: &str, output: Output) -> a
     }
 }
 
-fn status_cmd(state_dir: Option<PathBuf>, config: Option<PathBuf>, output: Output) -> anyhow::Result<bool> {
+fn status_cmd(
+    state_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<bool> {
     let dir = match (state_dir, config) {
         (Some(d), _) => d,
         (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
         (None, None) => PathBuf::from("/var/lib/fleetlet"),
     };
     let path = dir.join(agent::STATUS_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("reading {} (has the agent run with this state dir?)", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (has the agent run with this state dir?)",
+            path.display()
+        )
+    })?;
     let status: fleetlet_engine::Status =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if output != Output::Text {
@@ -251,7 +292,10 @@ fn status_cmd(state_dir: Option<PathBuf>, config: Option<PathBuf>, output: Outpu
         "last-known-good: {}",
         status.last_known_good_commit.as_deref().unwrap_or("none")
     );
-    println!("last seen:       {}", status.last_seen_commit.as_deref().unwrap_or("none"));
+    println!(
+        "last seen:       {}",
+        status.last_seen_commit.as_deref().unwrap_or("none")
+    );
     println!("last sync:       {}", time(status.last_sync));
     match &status.last_error {
         Some(e) => {
@@ -260,7 +304,10 @@ fn status_cmd(state_dir: Option<PathBuf>, config: Option<PathBuf>, output: Outpu
                 e.stage,
                 e.message,
                 time(Some(e.at)),
-                e.commit.as_deref().map(|c| format!(", commit {c}")).unwrap_or_default()
+                e.commit
+                    .as_deref()
+                    .map(|c| format!(", commit {c}"))
+                    .unwrap_or_default()
             );
             for d in &e.details {
                 println!("                 {d}");
@@ -271,8 +318,15 @@ fn status_cmd(state_dir: Option<PathBuf>, config: Option<PathBuf>, output: Outpu
     println!("workloads:");
     for w in &status.workloads {
         let port = w.port.map(|p| format!(" :{p}")).unwrap_or_default();
-        let reason = w.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-        println!("  {:<32} {:<5} {:<11}{port} {}{reason}", w.id, w.runtime, w.state, w.artifact);
+        let reason = w
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<32} {:<5} {:<11}{port} {}{reason}",
+            w.id, w.runtime, w.state, w.artifact
+        );
     }
     Ok(status.last_error.is_none())
 }

@@ -39,13 +39,31 @@ impl Metrics {
         let mut registry = Registry::with_prefix("fleetlet");
         let reconciles = Family::<OutcomeLabel, Counter>::default();
         let errors = Family::<StageLabel, Counter>::default();
-        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        let duration = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
         let workloads = Family::<StateLabel, Gauge>::default();
         let last_sync = Gauge::<f64, AtomicU64>::default();
-        registry.register("reconciles", "Reconcile cycles by outcome", reconciles.clone());
-        registry.register("reconcile_errors", "Failed reconcile cycles by the step that failed", errors.clone());
-        registry.register("reconcile_duration_seconds", "Duration of reconcile cycles", duration.clone());
-        registry.register("workloads", "Workloads of the applied release by state", workloads.clone());
+        registry.register(
+            "reconciles",
+            "Reconcile cycles by outcome",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconcile cycles by the step that failed",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconcile cycles",
+            duration.clone(),
+        );
+        registry.register(
+            "workloads",
+            "Workloads of the applied release by state",
+            workloads.clone(),
+        );
         registry.register(
             "last_successful_sync_timestamp_seconds",
             "When the fleet repo source last answered (Unix time)",
@@ -69,10 +87,15 @@ impl Metrics {
             CycleOutcome::SourceUnavailable => ("source_unavailable", Some(Stage::Source)),
         };
         self.reconciles
-            .get_or_create(&OutcomeLabel { outcome: name.into() })
+            .get_or_create(&OutcomeLabel {
+                outcome: name.into(),
+            })
             .inc();
         if let Some(stage) = stage {
-            let stage = serde_json::to_value(stage).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let stage = serde_json::to_value(stage)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
             self.errors.get_or_create(&StageLabel { stage }).inc();
         }
         self.duration.observe(seconds);
@@ -81,9 +104,21 @@ impl Metrics {
 
     pub fn set_status(&self, status: &Status) {
         self.workloads.clear();
-        for state in ["running", "restarting", "completed", "failed", "stopped", "stale", "notApplied"] {
+        for state in [
+            "running",
+            "restarting",
+            "completed",
+            "failed",
+            "stopped",
+            "stale",
+            "notApplied",
+        ] {
             let n = status.workloads.iter().filter(|w| w.state == state).count();
-            self.workloads.get_or_create(&StateLabel { state: state.into() }).set(n as i64);
+            self.workloads
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(n as i64);
         }
         if let Some(t) = status.last_sync {
             self.last_sync.set(t as f64);
@@ -92,7 +127,8 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
         out
     }
 }

@@ -7,12 +7,16 @@ use schemars::schema_for;
 
 /// (file name, pretty JSON) for each kind.
 pub fn all() -> Vec<(&'static str, String)> {
-    let render = |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schemas serialise") + "\n";
+    let render =
+        |s: schemars::Schema| serde_json::to_string_pretty(&s).expect("schemas serialise") + "\n";
     vec![
         ("site.schema.json", render(schema_for!(Site))),
         ("app.schema.json", render(schema_for!(App))),
         ("agent-config.schema.json", render(schema_for!(AgentConfig))),
-        ("desired-state.schema.json", render(schema_for!(fleetlet_core::DesiredState))),
+        (
+            "desired-state.schema.json",
+            render(schema_for!(fleetlet_core::DesiredState)),
+        ),
     ]
 }
 

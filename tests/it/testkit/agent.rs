@@ -9,10 +9,14 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// The `fleetlet` binary of this workspace, built once per test process.
+/// The `fleetlet` binary of this workspace, built once per test process (or `$FLEETLET_BIN`,
+/// which the benchmark points at a release build).
 pub fn fleetlet_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("FLEETLET_BIN") {
+            return PathBuf::from(bin);
+        }
         let top = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = Command::new(cargo)
@@ -20,15 +24,24 @@ pub fn fleetlet_bin() -> &'static Path {
             .current_dir(&top)
             .output()
             .expect("running cargo build -p fleetlet");
-        assert!(out.status.success(), "building fleetlet failed:\n{}", String::from_utf8_lossy(&out.stderr));
-        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| top.join("target"));
+        assert!(
+            out.status.success(),
+            "building fleetlet failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| top.join("target"));
         target.join("debug/fleetlet")
     })
 }
 
 /// Runs `fleetlet ARGS` to completion.
 pub fn fleetlet(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(fleetlet_bin()).args(args).output().expect("running fleetlet");
+    let out = Command::new(fleetlet_bin())
+        .args(args)
+        .output()
+        .expect("running fleetlet");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -39,7 +52,6 @@ pub fn fleetlet(args: &[&str]) -> (i32, String, String) {
 pub struct Agent {
     child: Option<Child>,
     pub state_dir: PathBuf,
-    pub config: PathBuf,
     pub log: PathBuf,
     pub status_addr: SocketAddr,
 }
@@ -70,7 +82,13 @@ impl Agent {
             .unwrap();
         // Every start appends to one log, so a failure shows the whole story.
         let log = dir.join("agent.log");
-        let open = || std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let open = || {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .unwrap()
+        };
         let child = Command::new(fleetlet_bin())
             .args(["agent", "--config"])
             .arg(config)
@@ -83,7 +101,6 @@ impl Agent {
         Agent {
             child: Some(child),
             state_dir: dir.join("state"),
-            config: config.to_path_buf(),
             log,
             status_addr,
         }
@@ -102,7 +119,12 @@ impl Agent {
     }
 
     /// Waits until `cond(status)` holds; panics with the logs after `timeout`.
-    pub fn wait_status(&self, timeout: Duration, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    pub fn wait_status(
+        &self,
+        timeout: Duration,
+        what: &str,
+        cond: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status();
@@ -110,7 +132,10 @@ impl Agent {
                 return s;
             }
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}; status: {s:#}\nlogs:\n{}", self.logs());
+                panic!(
+                    "timed out waiting for {what}; status: {s:#}\nlogs:\n{}",
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -119,18 +144,30 @@ impl Agent {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(mut self) -> ExitStatus {
         let mut child = self.child.take().unwrap();
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(s) = child.try_wait().unwrap() {
                 return s;
             }
-            assert!(Instant::now() < deadline, "agent did not stop on SIGTERM:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not stop on SIGTERM:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     /// SIGKILL: no chance to clean up.
+    #[allow(dead_code)] // the benchmark reads the agent's RSS by pid
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     pub fn kill9(mut self) {
         let mut child = self.child.take().unwrap();
         child.kill().unwrap();
@@ -160,11 +197,15 @@ pub fn wait_body(port: u16, path: &str, needle: &str, timeout: Duration) -> Resu
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Err(format!("port {port}{path} never answered with {needle:?}; last: {last}"))
+    Err(format!(
+        "port {port}{path} never answered with {needle:?}; last: {last}"
+    ))
 }
 
 pub fn site_yaml(name: &str, runtimes: &str) -> String {
-    format!("apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {{name: {name}, labels: {{tier: store}}}}\nspec: {{runtimes: [{runtimes}]}}\n")
+    format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {{name: {name}, labels: {{tier: store}}}}\nspec: {{runtimes: [{runtimes}]}}\n"
+    )
 }
 
 /// An app with one http workload of the probe component.

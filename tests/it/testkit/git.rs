@@ -292,3 +292,236 @@ pub fn serve_garbage() -> Result<(u16, ServerGuard)> {
 pub fn serve_silent() -> Result<(u16, ServerGuard)> {
     serve(|conn, held| held.push(conn))
 }
+
+/// Whether `bin` can be run; optional servers skip their tests (with a notice) when it cannot.
+fn have(bin: &str) -> bool {
+    Path::new(bin).exists()
+}
+
+fn run(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn kill_child(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A real OpenSSH server on 127.0.0.1 serving repos by absolute path, with throwaway host and
+/// client keys. `known_hosts` pins its real host key.
+pub struct SshServer {
+    pub port: u16,
+    pub client_key: PathBuf,
+    pub known_hosts: PathBuf,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl SshServer {
+    /// `None` (after printing why) when openssh-server is not installed.
+    pub fn start() -> Result<Option<Self>> {
+        if !have("/usr/sbin/sshd") || !have("/usr/bin/ssh-keyscan") {
+            println!(
+                "NOTICE: skipping ssh test: /usr/sbin/sshd or ssh-keyscan missing (apt-get install openssh-server)"
+            );
+            return Ok(None);
+        }
+        // sshd refuses to start without its privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd")?;
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        for key in ["host_key", "client_key", "other_host_key"] {
+            run(Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+                .arg(d.join(key)))?;
+        }
+        std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys"))?;
+        let port = free_port()?;
+        let cfg = d.join("sshd_config");
+        std::fs::write(
+            &cfg,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nAuthorizedKeysFile {ak}\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin prohibit-password\nPidFile none\nLogLevel ERROR\n",
+                hk = d.join("host_key").display(),
+                ak = d.join("authorized_keys").display(),
+            ),
+        )?;
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting sshd")?;
+        if let Err(e) = wait_for_port(port, &mut child) {
+            kill_child(&mut child);
+            return Err(e);
+        }
+        // ssh-keyscan doubles as the readiness probe: it needs a full key exchange.
+        let scan = run(Command::new("ssh-keyscan").args([
+            "-t",
+            "ed25519",
+            "-p",
+            &port.to_string(),
+            "127.0.0.1",
+        ]));
+        let scan = match scan {
+            Ok(s) if !s.trim().is_empty() => s,
+            other => {
+                kill_child(&mut child);
+                bail!("ssh-keyscan failed: {other:?}");
+            }
+        };
+        let known_hosts = d.join("known_hosts");
+        std::fs::write(&known_hosts, scan)?;
+        Ok(Some(Self {
+            port,
+            client_key: d.join("client_key"),
+            known_hosts,
+            dir,
+            child,
+        }))
+    }
+
+    /// `ssh://user@127.0.0.1:port/abs/path` for a repo at `path`.
+    pub fn url_for(&self, path: &Path) -> String {
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        format!("ssh://{user}@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    /// A known_hosts file that names this server with a different (wrong) key.
+    pub fn wrong_known_hosts(&self) -> Result<PathBuf> {
+        let other = std::fs::read_to_string(self.dir.path().join("other_host_key.pub"))?;
+        let mut fields = other.split_whitespace();
+        let (kind, key) = (
+            fields.next().unwrap_or_default(),
+            fields.next().unwrap_or_default(),
+        );
+        let path = self.dir.path().join("wrong_known_hosts");
+        std::fs::write(&path, format!("[127.0.0.1]:{} {kind} {key}\n", self.port))?;
+        Ok(path)
+    }
+
+    /// A known_hosts file that knows only some other host.
+    pub fn unrelated_known_hosts(&self) -> Result<PathBuf> {
+        let real = std::fs::read_to_string(&self.known_hosts)?;
+        let path = self.dir.path().join("unrelated_known_hosts");
+        std::fs::write(&path, real.replace("[127.0.0.1]", "[git.example.org]"))?;
+        Ok(path)
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
+/// lighttpd serving `root` over HTTPS through git-http-backend (smart HTTP), with a fresh
+/// self-signed P-256 certificate for 127.0.0.1 (`ca_file` trusts it).
+pub struct HttpsServer {
+    pub port: u16,
+    pub ca_file: PathBuf,
+    _dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl HttpsServer {
+    /// `None` (after printing why) when lighttpd is not installed.
+    pub fn start(root: &Path) -> Result<Option<Self>> {
+        let backend = Path::new(&git(root, &["--exec-path"], None)?).join("git-http-backend");
+        if !have("/usr/sbin/lighttpd") || !have("/usr/bin/openssl") || !backend.exists() {
+            println!(
+                "NOTICE: skipping https test: lighttpd, openssl or git-http-backend missing (apt-get install lighttpd lighttpd-mod-openssl)"
+            );
+            return Ok(None);
+        }
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+        let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+        run(Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .args([
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert))?;
+        let port = free_port()?;
+        let conf = d.join("lighttpd.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                r#"server.modules = ("mod_alias", "mod_cgi", "mod_setenv", "mod_openssl")
+server.document-root = "{root}"
+server.bind = "127.0.0.1"
+server.port = {port}
+server.errorlog = "{log}"
+ssl.engine = "enable"
+ssl.pemfile = "{cert}"
+ssl.privkey = "{key}"
+alias.url = ("/git/" => "{backend}/")
+$HTTP["url"] =~ "^/git/" {{
+  cgi.assign = ("" => "")
+  setenv.add-environment = ("GIT_PROJECT_ROOT" => "{root}", "GIT_HTTP_EXPORT_ALL" => "1")
+}}
+"#,
+                root = root.display(),
+                log = d.join("error.log").display(),
+                cert = cert.display(),
+                key = key.display(),
+                backend = backend.display(),
+            ),
+        )?;
+        let mut child = Command::new("/usr/sbin/lighttpd")
+            .args(["-D", "-f"])
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting lighttpd")?;
+        if let Err(e) = wait_for_port(port, &mut child) {
+            kill_child(&mut child);
+            let log = std::fs::read_to_string(d.join("error.log")).unwrap_or_default();
+            bail!("{e}; lighttpd log: {log}");
+        }
+        Ok(Some(Self {
+            port,
+            ca_file: cert,
+            _dir: dir,
+            child,
+        }))
+    }
+
+    pub fn url_for(&self, repo_name: &str) -> String {
+        format!("https://127.0.0.1:{}/git/{repo_name}", self.port)
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}

@@ -32,7 +32,9 @@ fn main() {
             }
         }
         other => {
-            eprintln!("probe-cmd: unknown behaviour {other:?} (heartbeat DIR | crash | exit0 | spin)");
+            eprintln!(
+                "probe-cmd: unknown behaviour {other:?} (heartbeat DIR | crash | exit0 | spin)"
+            );
             std::process::exit(64);
         }
     }

@@ -8,7 +8,8 @@
 
 use wasip2::http::outgoing_handler;
 use wasip2::http::types::{
-    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam, Scheme,
+    Fields, IncomingRequest, OutgoingBody, OutgoingRequest, OutgoingResponse, ResponseOutparam,
+    Scheme,
 };
 
 wasip2::http::proxy::export!(Probe);
@@ -39,7 +40,12 @@ impl wasip2::exports::http::incoming_handler::Guest for Probe {
                 let who = std::env::var("GREETING").unwrap_or_else(|_| "world".to_string());
                 (200, format!("hello from probe-http {who}"))
             }
-            "/env" => (200, std::env::vars().map(|(k, v)| format!("{k}={v}\n")).collect()),
+            "/env" => (
+                200,
+                std::env::vars()
+                    .map(|(k, v)| format!("{k}={v}\n"))
+                    .collect(),
+            ),
             "/version" => (200, VERSION.to_string()),
             "/spin" => {
                 let mut x: u64 = 0;
