@@ -83,7 +83,7 @@ fn the_example_repo_is_valid_and_renders_every_site() {
     assert_eq!(code, 0);
     let d: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
     let hello = &d["workloads"]["greeter/hello"]["wasm"];
-    assert_eq!(hello["kind"]["http"]["port"].as_u64(), Some(8081));
+    assert_eq!(hello["kind"]["port"].as_u64(), Some(8081));
     assert_eq!(hello["limits"]["memory"].as_str(), Some("16Mi"));
     assert!(d["workloads"].get("inventory/inventory").is_none());
 }

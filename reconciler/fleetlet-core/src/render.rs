@@ -73,8 +73,9 @@ pub struct ComponentRef {
     pub size: u64,
 }
 
+/// Internally tagged (`{type: http, port: 8080}`) so YAML output needs no `!tags`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(tag = "type", rename_all = "camelCase")]
 pub enum WasmKind {
     Http { port: Port },
     Command { args: Vec<String> },
