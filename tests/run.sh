@@ -5,9 +5,15 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
+# Real servers the integration tests start on loopback: git daemon (git), sshd, lighttpd (https).
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v openssl >/dev/null || need_apt+=(openssl)
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh-keyscan >/dev/null || need_apt+=(openssh-client)
+command -v lighttpd >/dev/null || need_apt+=(lighttpd)
+[ -e /usr/lib/lighttpd/mod_openssl.so ] || need_apt+=(lighttpd-mod-openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
