@@ -345,3 +345,82 @@ fn force_push_is_refused_and_reported() {
     wait_body(port, "/", "kept", Duration::from_secs(2)).unwrap();
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_component_that_cannot_start_or_a_hostile_tree_holds_the_release() {
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
+    let c1 = commit(
+        &repo,
+        &[
+            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
+            ("apps/a.yaml", &http_app("shop", "web", port, "good", "")),
+        ],
+        "release",
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release", applied(&c1));
+
+    // Not a component at all: compiling fails, the release is held, the old version serves.
+    let bad = repo
+        .commit_files(
+            &[
+                ("components/probe.wasm", b"\0asm\x01\0\0\0garbage"),
+                (
+                    "apps/a.yaml",
+                    http_app("shop", "web", port, "bad", "").as_bytes(),
+                ),
+            ],
+            "broken component",
+        )
+        .unwrap();
+    let s = agent.wait_status(T, "broken component refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(bad.as_str())
+    });
+    assert_eq!(s["lastError"]["stage"], "prepare", "{s:#}");
+    assert!(
+        s["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("shop/web"),
+        "{s:#}"
+    );
+    wait_body(port, "/", "good", Duration::from_secs(2)).unwrap();
+
+    // A symlink out of the repo: the tree is refused, naming the path.
+    let good_app = http_app("shop", "web", port, "good", "");
+    let fixed = repo
+        .commit_files(
+            &[
+                ("components/probe.wasm", &probe()),
+                ("apps/a.yaml", good_app.as_bytes()),
+            ],
+            "fix component",
+        )
+        .unwrap();
+    agent.wait_status(T, "fixed release", applied(&fixed));
+    repo.symlink("sites/passwd.yaml", "../../../../etc/passwd")
+        .unwrap();
+    let evil = commit(
+        &repo,
+        &[("apps/a.yaml", &http_app("shop", "web", port, "evil", ""))],
+        "symlink",
+    );
+    let s = agent.wait_status(T, "symlink refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(evil.as_str())
+    });
+    assert!(
+        s["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sites/passwd.yaml"),
+        "{s:#}"
+    );
+    wait_body(port, "/", "good", Duration::from_secs(2)).unwrap();
+    assert_eq!(s["appliedCommit"].as_str(), Some(fixed.as_str()));
+    assert!(agent.terminate().success());
+}

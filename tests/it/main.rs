@@ -5,4 +5,5 @@ mod testkit;
 mod agent;
 mod cli;
 mod git;
+mod state;
 mod wasm;

@@ -17,7 +17,7 @@
 //! was really applied. Assumption: one engine per state dir (the state store locks it).
 
 use crate::ports::{BlobStore, Poll, Revision, Source, StateStore, WorkloadRuntime};
-use crate::record::{AgentState, AppliedRelease, CycleError, STATE_VERSION, Stage};
+use crate::record::{AgentState, AppliedRelease, CycleError, STATE_VERSION, Stage, WorkloadRecord};
 use crate::status::Status;
 use fleetlet_core::load::load_fleet;
 use fleetlet_core::render::DesiredWorkload;
@@ -397,6 +397,23 @@ where
     }
 
     fn save(&mut self) {
+        let observed = self.runtime.observe();
+        self.state.workloads = self
+            .state
+            .applied
+            .iter()
+            .flat_map(|a| a.desired.workloads.iter())
+            .map(|(id, w)| {
+                let record = WorkloadRecord {
+                    digest: w.wasm.as_ref().map(|s| s.component.digest),
+                    health: observed
+                        .get(id)
+                        .filter(|o| o.hash == w.hash)
+                        .map(|o| o.health),
+                };
+                (id.clone(), record)
+            })
+            .collect();
         if let Err(e) = self.store.save(&self.state) {
             warn!(error = %e, "could not write the state record");
         }

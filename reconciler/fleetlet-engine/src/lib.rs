@@ -8,5 +8,5 @@ pub mod record;
 pub mod status;
 
 pub use engine::{CycleOutcome, Engine};
-pub use record::{AgentState, AppliedRelease, CycleError, Stage};
+pub use record::{AgentState, AppliedRelease, CycleError, Stage, WorkloadRecord};
 pub use status::{Status, WorkloadStatus};

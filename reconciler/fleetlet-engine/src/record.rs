@@ -2,8 +2,9 @@
 //! writes it as one unit, so a crash leaves the old record or the new one, never a mix.
 
 use crate::ports::Revision;
-use fleetlet_core::DesiredState;
+use fleetlet_core::{DesiredState, Digest, WorkloadHealth};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Bumped when the record changes shape; older agents refuse newer records.
 pub const STATE_VERSION: u32 = 1;
@@ -27,6 +28,21 @@ pub struct AgentState {
     /// When the source last answered (Unix seconds).
     #[serde(default)]
     pub last_sync: Option<i64>,
+    /// Per workload of the applied release: the artifact it runs and how it was doing when the
+    /// record was written.
+    #[serde(default)]
+    pub workloads: BTreeMap<String, WorkloadRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadRecord {
+    /// The component digest (wasm workloads).
+    #[serde(default)]
+    pub digest: Option<Digest>,
+    /// `None` when the runtime does not run it (yet).
+    #[serde(default)]
+    pub health: Option<WorkloadHealth>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,9 +5,9 @@
 //! The tag rule: among tags matching the glob, strip the pattern's literal prefix (the text before
 //! its first wildcard: `release-` in `release-*`) and then one leading `v`/`V`; if every match
 //! then parses as a semantic version, the highest version wins by semver precedence
-//! (`v1.10.0` > `v1.2.0`; a pre-release sorts below its release but above lower versions, so
-//! `v2.0.0-rc.1` > `v1.10.0`: narrow the pattern if pre-releases must not roll out; equal
-//! versions are ordered by tag name). If any match does not parse, all matches are compared by
+//! (`v1.10.0` > `v1.2.0`; equal versions are ordered by tag name). Pre-releases
+//! (`v2.0.0-rc.1`) are passed over while any release matches, so a release candidate never rolls
+//! out to a fleet that follows `v*`; a pattern that names them (`v*-rc*`) matches only them. If any match does not parse, all matches are compared by
 //! the commit time of the commit they tag instead (ties: tag name). Mixing schemes would make
 //! "newest" ambiguous, so it is all-or-nothing.
 
@@ -117,8 +117,11 @@ impl TagPattern {
             .iter()
             .map(|h| self.version(&h.name).map(|v| (v, *h)))
             .collect();
-        versions?
+        let versions = versions?;
+        let has_release = versions.iter().any(|(v, _)| v.pre.is_empty());
+        versions
             .into_iter()
+            .filter(|(v, _)| !has_release || v.pre.is_empty())
             .max_by(|(va, ha), (vb, hb)| va.cmp(vb).then_with(|| ha.name.cmp(&hb.name)))
             .map(|(_, h)| h)
     }
@@ -127,6 +130,21 @@ impl TagPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passes_over_pre_releases_while_a_release_matches() {
+        let oid = Oid::zero();
+        let heads = collect_heads([("refs/tags/v1.10.0", oid), ("refs/tags/v2.0.0-rc.1", oid)]);
+        let p = TagPattern::new("v*").unwrap();
+        let all = p.matches(&heads);
+        assert_eq!(p.newest_by_version(&all).unwrap().name, "refs/tags/v1.10.0");
+        let rc = TagPattern::new("v*-rc*").unwrap();
+        let only_rc = rc.matches(&heads);
+        assert_eq!(
+            rc.newest_by_version(&only_rc).unwrap().name,
+            "refs/tags/v2.0.0-rc.1"
+        );
+    }
 
     fn oid(n: u8) -> Oid {
         Oid::from_bytes(&[n; 20]).unwrap()

@@ -1,0 +1,377 @@
+//! The cycle's rules with in-memory fakes behind every port: last-known-good, all-or-nothing
+//! prepare, rollback on a failed activation, restore without a source, no retry of a refused
+//! commit.
+
+use fleetlet_core::render::DesiredWorkload;
+use fleetlet_core::{Digest, ObservedWorkload, RepoTree, WorkloadHealth};
+use fleetlet_engine::ports::*;
+use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Repo {
+    commits: BTreeMap<String, RepoTree>,
+    head: Option<String>,
+    down: bool,
+    reads: usize,
+}
+
+#[derive(Clone, Default)]
+struct FakeSource(Rc<RefCell<Repo>>);
+
+impl Source for FakeSource {
+    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
+        let r = self.0.borrow();
+        if r.down {
+            return Err(SourceError::Unreachable {
+                url: "fake".into(),
+                message: "down".into(),
+            });
+        }
+        let head = r.head.clone().expect("a head");
+        let rev = Revision {
+            commit: head.clone(),
+            reference: "refs/heads/main".into(),
+            summary: head.clone(),
+            time: 0,
+        };
+        Ok(if last_seen == Some(head.as_str()) {
+            Poll::Unchanged(rev)
+        } else {
+            Poll::Changed(rev)
+        })
+    }
+    fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
+        let mut r = self.0.borrow_mut();
+        r.reads += 1;
+        Ok(r.commits[commit].clone())
+    }
+}
+
+#[derive(Default)]
+struct Host {
+    running: BTreeMap<String, ObservedWorkload>,
+    /// Component contents that fail to prepare / to activate.
+    bad_prepare: Vec<Digest>,
+    bad_activate: Vec<Digest>,
+    activations: Vec<String>,
+}
+
+#[derive(Clone, Default)]
+struct FakeRuntime(Rc<RefCell<Host>>);
+
+impl WorkloadRuntime for FakeRuntime {
+    type Prepared = DesiredWorkload;
+    fn observe(&self) -> BTreeMap<String, ObservedWorkload> {
+        self.0.borrow().running.clone()
+    }
+    fn prepare(
+        &self,
+        w: &DesiredWorkload,
+        component: &[u8],
+    ) -> Result<DesiredWorkload, RuntimeError> {
+        let d = Digest::of(component);
+        if self.0.borrow().bad_prepare.contains(&d) {
+            return Err(RuntimeError::Rejected {
+                id: w.id(),
+                message: "does not compile".into(),
+            });
+        }
+        Ok(w.clone())
+    }
+    fn activate(&self, w: DesiredWorkload) -> Result<(), RuntimeError> {
+        let mut h = self.0.borrow_mut();
+        if h.bad_activate
+            .contains(&w.wasm.as_ref().unwrap().component.digest)
+        {
+            return Err(RuntimeError::Host {
+                id: w.id(),
+                message: "port in use".into(),
+            });
+        }
+        h.activations
+            .push(format!("{}={}", w.id(), w.env_greeting()));
+        h.running.insert(
+            w.id(),
+            ObservedWorkload {
+                hash: w.hash,
+                health: WorkloadHealth::Running,
+            },
+        );
+        Ok(())
+    }
+    fn stop(&self, id: &str) -> Result<(), RuntimeError> {
+        self.0.borrow_mut().running.remove(id);
+        Ok(())
+    }
+}
+
+trait Greeting {
+    fn env_greeting(&self) -> String;
+}
+impl Greeting for DesiredWorkload {
+    fn env_greeting(&self) -> String {
+        self.wasm
+            .as_ref()
+            .and_then(|s| s.env.get("G").cloned())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemBlobs(Rc<RefCell<BTreeMap<Digest, Vec<u8>>>>);
+impl BlobStore for MemBlobs {
+    fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let d = Digest::of(bytes);
+        self.0.borrow_mut().insert(d, bytes.to_vec());
+        Ok(d)
+    }
+    fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.0.borrow().get(digest).cloned())
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemState(Rc<RefCell<Option<AgentState>>>);
+impl StateStore for MemState {
+    fn load(&self) -> Result<Option<AgentState>, StateError> {
+        Ok(self.0.borrow().clone())
+    }
+    fn save(&self, s: &AgentState) -> Result<(), StateError> {
+        *self.0.borrow_mut() = Some(s.clone());
+        Ok(())
+    }
+}
+
+const SITE: &str = "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: s1}\nspec: {runtimes: [wasm, k3s]}\n";
+
+fn app(name: &str, component: &str, greeting: &str) -> String {
+    format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {{name: {name}}}\nspec:\n  targets: [{{sites: [s1]}}]\n  workloads:\n    - {{name: w, runtime: wasm, component: {component}, command: {{}}, env: {{G: {greeting}}}}}\n"
+    )
+}
+
+struct World {
+    repo: FakeSource,
+    host: FakeRuntime,
+    blobs: MemBlobs,
+    state: MemState,
+}
+
+impl World {
+    fn new() -> Self {
+        World {
+            repo: FakeSource::default(),
+            host: FakeRuntime::default(),
+            blobs: MemBlobs::default(),
+            state: MemState::default(),
+        }
+    }
+    fn commit(&self, id: &str, files: &[(&str, &str)]) {
+        let mut t = RepoTree::new();
+        t.insert("sites.yaml", SITE);
+        t.insert("good.wasm", "good");
+        t.insert("bad.wasm", "bad");
+        for (p, c) in files {
+            t.insert(*p, *c);
+        }
+        let mut r = self.repo.0.borrow_mut();
+        r.commits.insert(id.into(), t);
+        r.head = Some(id.into());
+    }
+    fn engine(&self) -> Engine<FakeSource, FakeRuntime, MemBlobs, MemState> {
+        Engine::new(
+            "s1".into(),
+            self.repo.clone(),
+            self.host.clone(),
+            self.blobs.clone(),
+            self.state.clone(),
+        )
+        .unwrap()
+    }
+    fn activations(&self) -> Vec<String> {
+        std::mem::take(&mut self.host.0.borrow_mut().activations)
+    }
+}
+
+#[test]
+fn applies_then_keeps_last_known_good_through_bad_commits() {
+    let w = World::new();
+    w.commit(
+        "c1",
+        &[
+            ("a.yaml", &app("a", "good.wasm", "one")),
+            ("b.yaml", &app("b", "good.wasm", "b")),
+        ],
+    );
+    let mut e = w.engine();
+    assert_eq!(
+        e.reconcile(1),
+        CycleOutcome::Applied {
+            commit: "c1".into(),
+            changes: 2
+        }
+    );
+    assert_eq!(w.activations(), ["a/w=one", "b/w=b"]);
+    assert_eq!(
+        e.state().last_known_good.as_ref().unwrap().revision.commit,
+        "c1"
+    );
+    assert_eq!(
+        e.state().workloads["a/w"].health,
+        Some(WorkloadHealth::Running)
+    );
+
+    // Unchanged source: nothing happens.
+    assert_eq!(e.reconcile(2), CycleOutcome::Unchanged);
+    assert!(w.activations().is_empty());
+
+    // Invalid YAML: refused, nothing touched, and not re-read on the next poll.
+    w.commit("c2", &[("a.yaml", "kind: App\nmetadata: [")]);
+    assert_eq!(
+        e.reconcile(3),
+        CycleOutcome::Rejected {
+            commit: Some("c2".into()),
+            stage: Stage::Validate
+        }
+    );
+    let reads = w.repo.0.borrow().reads;
+    assert_eq!(
+        e.reconcile(4),
+        CycleOutcome::Rejected {
+            commit: Some("c2".into()),
+            stage: Stage::Validate
+        }
+    );
+    assert_eq!(
+        w.repo.0.borrow().reads,
+        reads,
+        "a refused commit is not re-read"
+    );
+    assert!(w.activations().is_empty());
+    assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
+
+    // One of two changed workloads cannot compile: the whole release is held.
+    w.commit(
+        "c3",
+        &[
+            ("a.yaml", &app("a", "bad.wasm", "two")),
+            ("b.yaml", &app("b", "good.wasm", "b2")),
+        ],
+    );
+    w.host.0.borrow_mut().bad_prepare.push(Digest::of(b"bad"));
+    let out = e.reconcile(5);
+    assert_eq!(
+        out,
+        CycleOutcome::Rejected {
+            commit: Some("c3".into()),
+            stage: Stage::Prepare
+        }
+    );
+    assert!(w.activations().is_empty(), "nothing of a held release runs");
+    let err = e.state().last_error.clone().unwrap();
+    assert!(
+        err.message.contains("a/w") && err.message.contains("does not compile"),
+        "{err:?}"
+    );
+
+    // The source goes down: recorded, nothing changes.
+    w.repo.0.borrow_mut().down = true;
+    assert_eq!(e.reconcile(6), CycleOutcome::SourceUnavailable);
+    assert_eq!(e.state().last_error.as_ref().unwrap().stage, Stage::Source);
+    assert_eq!(e.state().last_sync, Some(5));
+}
+
+#[test]
+fn a_failed_activation_returns_to_the_previous_release() {
+    let w = World::new();
+    w.commit(
+        "c1",
+        &[
+            ("a.yaml", &app("a", "good.wasm", "one")),
+            ("b.yaml", &app("b", "good.wasm", "b")),
+        ],
+    );
+    let mut e = w.engine();
+    e.reconcile(1);
+    w.activations();
+    // a/w activates fine at the new version, then b/w fails: a/w must go back to "one".
+    w.commit(
+        "c2",
+        &[
+            ("a.yaml", &app("a", "good.wasm", "two")),
+            ("b.yaml", &app("b", "bad.wasm", "b")),
+        ],
+    );
+    w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
+    assert_eq!(
+        e.reconcile(2),
+        CycleOutcome::Rejected {
+            commit: Some("c2".into()),
+            stage: Stage::Apply
+        }
+    );
+    assert_eq!(w.activations(), ["a/w=two", "a/w=one"]);
+    assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
+}
+
+#[test]
+fn restore_needs_no_source_and_k3s_workloads_wait_for_their_applier() {
+    let w = World::new();
+    let k3s = "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: k}\nspec:\n  targets: [{sites: [s1]}]\n  workloads: [{name: m, runtime: k3s, manifests: k3s}]\n";
+    w.commit(
+        "c1",
+        &[
+            ("a.yaml", &app("a", "good.wasm", "one")),
+            ("k.yaml", k3s),
+            (
+                "k3s/cm.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            ),
+        ],
+    );
+    let mut e = w.engine();
+    assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
+    assert_eq!(
+        w.activations(),
+        ["a/w=one"],
+        "the k3s workload is not sent to the Wasm runtime"
+    );
+    let status = e.status();
+    let k = status.workloads.iter().find(|w| w.id == "k/m").unwrap();
+    assert_eq!(k.state, "notApplied");
+    drop(e);
+
+    // A restart: the runtime is empty, the source is gone.
+    w.host.0.borrow_mut().running.clear();
+    w.repo.0.borrow_mut().down = true;
+    let mut e = w.engine();
+    assert_eq!(e.restore().unwrap(), 1);
+    assert_eq!(w.activations(), ["a/w=one"]);
+    assert_eq!(
+        w.repo.0.borrow().reads,
+        1,
+        "restore reads nothing from the source"
+    );
+}
+
+#[test]
+fn refuses_state_from_a_newer_agent() {
+    let w = World::new();
+    *w.state.0.borrow_mut() = Some(AgentState {
+        version: 99,
+        ..Default::default()
+    });
+    let err = Engine::new(
+        "s1".into(),
+        w.repo.clone(),
+        w.host.clone(),
+        w.blobs.clone(),
+        w.state.clone(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
