@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn passes_over_pre_releases_while_a_release_matches() {
-        let oid = Oid::zero();
+        let oid = Oid::ZERO_SHA1;
         let heads = collect_heads([("refs/tags/v1.10.0", oid), ("refs/tags/v2.0.0-rc.1", oid)]);
         let p = TagPattern::new("v*").unwrap();
         let all = p.matches(&heads);
