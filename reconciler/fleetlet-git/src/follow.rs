@@ -187,8 +187,8 @@ mod tests {
         let m = p.matches(&hs);
         assert_eq!(m.len(), 4);
         assert_eq!(p.newest_by_version(&m).unwrap().name, "refs/tags/v1.10.0");
-        // Plain semver precedence: a pre-release of a higher version is newer.
-        let hs = heads(&["refs/tags/v1.10.0", "refs/tags/v2.0.0-rc.1"]);
+        // Among pre-releases only, plain semver precedence.
+        let hs = heads(&["refs/tags/v1.10.0-rc.2", "refs/tags/v2.0.0-rc.1"]);
         assert_eq!(
             p.newest_by_version(&p.matches(&hs)).unwrap().name,
             "refs/tags/v2.0.0-rc.1"
