@@ -18,7 +18,7 @@ use fleetlet_engine::ports::{Source, WorkloadRuntime};
 use fleetlet_engine::{Engine, Status};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig};
 use fleetlet_state::{FsBlobStore, SledStateStore};
-use fleetlet_wasm::{WasmHost, WasmHostConfig};
+use fleetlet_wasm::{PoolingOptions, WasmHost, WasmHostConfig};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -138,12 +138,19 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let store = SledStateStore::open(&state_dir.join("db"))
         .context("opening the state store (is another agent running on this state dir?)")?;
     let blobs = FsBlobStore::open(&state_dir.join("blobs")).context("opening the blob store")?;
-    let host = WasmHost::new(WasmHostConfig::new(
+    let mut host_config = WasmHostConfig::new(
         state_dir.join("compiled"),
         state_dir.join("volumes"),
         cfg.runtimes.wasm.bind_address,
         rt.handle().clone(),
-    ))
+    );
+    if cfg.runtimes.wasm.max_instances > 0 {
+        host_config.pooling = Some(PoolingOptions {
+            max_instances: cfg.runtimes.wasm.max_instances,
+            ..PoolingOptions::default()
+        });
+    }
+    let host = WasmHost::new(host_config)
     .context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)

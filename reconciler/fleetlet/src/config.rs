@@ -87,14 +87,24 @@ pub struct WasmConfig {
     /// Address HTTP components listen on (default 0.0.0.0: the site's network).
     #[serde(default = "default_bind")]
     pub bind_address: IpAddr,
+    /// Instances alive at once across all workloads, preallocated by wasmtime's pooling
+    /// allocator (fast instantiation per request). 0 turns pooling off: less virtual memory
+    /// reserved, slower per-request instantiation. Default 256.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
 }
 
 impl Default for WasmConfig {
     fn default() -> Self {
         WasmConfig {
             bind_address: default_bind(),
+            max_instances: default_max_instances(),
         }
     }
+}
+
+fn default_max_instances() -> u32 {
+    256
 }
 
 fn default_bind() -> IpAddr {
