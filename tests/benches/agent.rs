@@ -178,6 +178,9 @@ fn main() {
         restarts.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     restarts.sort_by(f64::total_cmp);
+    // 2b. idle RSS after a restart: nothing compiled in this process, as on a site after reboot.
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_restarted = rss_kib(agent.pid());
     assert!(agent.terminate().success());
 
     // 4b. the same component under `wasmtime serve`.

@@ -127,11 +127,21 @@ impl CompiledCache {
         self.compiled.fetch_add(1, Ordering::Relaxed);
         tracing::info!(component = %digest.short(), elapsed_ms = started.elapsed().as_millis() as u64, "compiled component");
         match component.serialize() {
-            Ok(code) => {
-                if let Err(e) = self.store(&path, &code) {
-                    tracing::warn!(path = %path.display(), error = %e, "cannot write compiled component to cache");
+            Ok(code) => match self.store(&path, &code) {
+                Ok(()) => {
+                    // Run from the cache file, as after a restart: its code is a file mapping the
+                    // kernel can reclaim, and the compiler's heap goes back to the OS.
+                    drop((component, code));
+                    release_heap();
+                    // SAFETY: as above; the file was just written from wasmtime's own output.
+                    return unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| {
+                        format!("loading compiled component {}: {e:#}", path.display())
+                    });
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write compiled component to cache")
+                }
+            },
             Err(e) => tracing::warn!(error = %e, "cannot serialize compiled component"),
         }
         Ok(component)
@@ -152,5 +162,15 @@ impl CompiledCache {
             let _ = std::fs::remove_file(&tmp);
         }
         result
+    }
+}
+
+/// Returns freed heap pages to the OS. Compiling a component allocates tens of MiB that glibc
+/// would otherwise keep for the life of the agent.
+fn release_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -150,8 +150,7 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
             ..PoolingOptions::default()
         });
     }
-    let host = WasmHost::new(host_config)
-    .context("starting the Wasm runtime")?;
+    let host = WasmHost::new(host_config).context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?;
