@@ -3,9 +3,9 @@
 #   deploy/install.sh [path/to/fleetlet]   (default: target/release/fleetlet, built if missing)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:-$top/target/release/fleetlet}
+bin=${1:-$top/target/dist/fleetlet}
 if [ ! -x "$bin" ]; then
-  cargo build --release -p fleetlet --manifest-path "$top/Cargo.toml"
+  cargo build --profile dist -p fleetlet --manifest-path "$top/Cargo.toml"
 fi
 install -m 0755 "$bin" /usr/local/bin/fleetlet
 install -d -m 0750 /etc/fleetlet /var/lib/fleetlet

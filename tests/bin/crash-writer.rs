@@ -33,6 +33,7 @@ fn main() {
                         // Records of varying size, so a torn write would show.
                         message: "x".repeat((n as usize * 7919) % 20_000),
                         details: vec![],
+                        retryable: true,
                     }),
                     ..Default::default()
                 };

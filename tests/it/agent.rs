@@ -70,6 +70,10 @@ fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
         "greet v2",
     );
     agent.wait_status(T, "second release applied", applied(&c2));
+    // Promoted to last-known-good once seen healthy in a later cycle.
+    agent.wait_status(T, "second release promoted", |s| {
+        s["lastKnownGoodCommit"].as_str() == Some(c2.as_str())
+    });
     wait_body(p1, "/", "v2-greeting", T).unwrap();
 
     // A broken commit is refused; the last-known-good keeps serving; status says why.
@@ -240,11 +244,10 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
         })
     };
     let v2 = std::fs::read(probe_http_v2()).unwrap();
-    let started = Instant::now();
     repo.commit_files(&[("components/probe.wasm", &v2)], "component v2")
         .unwrap();
+    // With a 1h poll interval, only the file watch can make this happen within 20 s.
     wait_body(port, "/version", "v2", Duration::from_secs(20)).unwrap();
-    let took = started.elapsed();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let (n, failures) = hammer.join().unwrap();
     assert!(
@@ -252,10 +255,6 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
         "{} of {n} requests failed during the switch: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
-    );
-    assert!(
-        took < Duration::from_secs(20),
-        "the watch should trigger well before the 1h poll"
     );
     assert!(agent.terminate().success());
 }

@@ -48,7 +48,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
         "bare mirror created"
     );
 
-    let rev = changed(source.poll(None)?);
+    let rev = changed(source.poll(None, None)?);
     assert_eq!(rev.commit, first);
     assert_eq!(rev.reference, "refs/heads/main");
     assert_eq!(rev.summary, "first commit");
@@ -63,7 +63,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
 
     // Nothing moved: answered from the ref advertisement alone.
     for _ in 0..2 {
-        match source.poll(Some(&first))? {
+        match source.poll(Some(&first), Some(&first))? {
             Poll::Unchanged(r) => assert_eq!(r.commit, first),
             other => panic!("expected Unchanged, got {other:?}"),
         }
@@ -75,7 +75,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
         &[("sites/edge-1/site.yaml", b"name: edge-1\nlabels: {a: b}\n")],
         "second",
     )?;
-    let rev = changed(source.poll(Some(&first))?);
+    let rev = changed(source.poll(Some(&first), Some(&first))?);
     assert_eq!(
         (rev.commit.as_str(), rev.summary.as_str()),
         (second.as_str(), "second")
@@ -92,7 +92,10 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
 
     // A restarted agent (new source, same mirror) with the commit already mirrored does not fetch.
     let mut reopened = GitSource::open(config(url, main_branch(), &mirror.path().join("mirror")))?;
-    assert!(matches!(reopened.poll(Some(&second))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        reopened.poll(Some(&second), Some(&second))?,
+        Poll::Unchanged(_)
+    ));
     assert_eq!(reopened.fetch_count(), 0);
     Ok(())
 }
@@ -144,7 +147,7 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
         Follow::TagPattern("v*".into()),
         &mirror.path().join("tags"),
     ))?;
-    let rev = changed(tags.poll(None)?);
+    let rev = changed(tags.poll(None, None)?);
     assert_eq!(rev.reference, "refs/tags/v1.10.0");
     assert_ne!(
         repo.rev_parse("v1.10.0")?,
@@ -157,16 +160,22 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
     );
     assert_eq!(rev.summary, "ten");
     assert_eq!(tags.read_tree(&rev.commit)?.get("v"), Some(&b"1.10.0"[..]));
-    assert!(matches!(tags.poll(Some(&c1100))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        tags.poll(Some(&c1100), Some(&c1100))?,
+        Poll::Unchanged(_)
+    ));
     assert_eq!(tags.fetch_count(), 1);
 
     // A newer release moves the source; an older one does not.
     repo.force_reset(&c100)?;
     repo.tag("v1.1.0", false)?;
-    assert!(matches!(tags.poll(Some(&c1100))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        tags.poll(Some(&c1100), Some(&c1100))?,
+        Poll::Unchanged(_)
+    ));
     repo.force_reset(&head)?;
     repo.tag("v1.11.0", true)?;
-    let rev = changed(tags.poll(Some(&c1100))?);
+    let rev = changed(tags.poll(Some(&c1100), Some(&c1100))?);
     assert_eq!(
         (rev.reference.as_str(), rev.commit.as_str()),
         ("refs/tags/v1.11.0", head.as_str())
@@ -174,7 +183,7 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
 
     // The same repo followed by branch gives main's head.
     let mut branch = GitSource::open(config(&url, main_branch(), &mirror.path().join("branch")))?;
-    assert_eq!(changed(branch.poll(None)?).commit, head);
+    assert_eq!(changed(branch.poll(None, None)?).commit, head);
     Ok(())
 }
 
@@ -194,13 +203,16 @@ fn orders_non_semver_tags_by_commit_time() -> anyhow::Result<()> {
         Follow::TagPattern("deploy-*".into()),
         mirror.path(),
     ))?;
-    let rev = changed(source.poll(None)?);
+    let rev = changed(source.poll(None, None)?);
     assert_eq!(
         (rev.reference.as_str(), rev.commit.as_str()),
         ("refs/tags/deploy-blue", newer.as_str())
     );
     // Both candidates are now mirrored: polling again fetches nothing.
-    assert!(matches!(source.poll(Some(&newer))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        source.poll(Some(&newer), Some(&newer))?,
+        Poll::Unchanged(_)
+    ));
     assert_eq!(source.fetch_count(), 1);
 
     // No tag matches: a retryable error naming the pattern.
@@ -209,7 +221,7 @@ fn orders_non_semver_tags_by_commit_time() -> anyhow::Result<()> {
         Follow::TagPattern("prod-*".into()),
         &mirror.path().join("none"),
     ))?;
-    match none.poll(None) {
+    match none.poll(None, None) {
         Err(SourceError::Unreachable { message, .. }) => {
             assert!(message.contains("prod-*"), "{message}")
         }
@@ -228,13 +240,13 @@ fn refuses_force_push_unless_allowed() -> anyhow::Result<()> {
     let url = daemon.url_for("fleet");
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
-    assert_eq!(changed(source.poll(None)?).commit, b);
+    assert_eq!(changed(source.poll(None, None)?).commit, b);
 
     // Rewrite history: main now holds c, whose parent is a, not b.
     repo.force_reset(&a)?;
     let c = repo.commit_files(&[("f", b"c")], "c (rewritten)")?;
     for _ in 0..2 {
-        match source.poll(Some(&b)) {
+        match source.poll(Some(&b), Some(&b)) {
             Err(SourceError::Refused(msg)) => {
                 assert!(
                     msg.contains("force-push") && msg.contains(&c) && msg.contains(&b),
@@ -250,12 +262,12 @@ fn refuses_force_push_unless_allowed() -> anyhow::Result<()> {
     let mut cfg = config(&url, main_branch(), mirror.path());
     cfg.allow_force_push = true;
     let mut allowed = GitSource::open(cfg)?;
-    let rev = changed(allowed.poll(Some(&b))?);
+    let rev = changed(allowed.poll(Some(&b), Some(&b))?);
     assert_eq!(rev.commit, c);
     assert_eq!(allowed.read_tree(&c)?.get("f"), Some(&b"c"[..]));
     // Fast-forward is of course fine.
     let d = repo.commit_files(&[("f", b"d")], "d")?;
-    assert_eq!(changed(source.poll(Some(&c))?).commit, d);
+    assert_eq!(changed(source.poll(Some(&c), Some(&c))?).commit, d);
     Ok(())
 }
 
@@ -279,11 +291,11 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
     let url = daemon.url_for("fleet");
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
-    changed(source.poll(None)?);
+    changed(source.poll(None, None)?);
 
     daemon.stop();
     let started = Instant::now();
-    let message = expect_unreachable(source.poll(Some(&first)), &url);
+    let message = expect_unreachable(source.poll(Some(&first), Some(&first)), &url);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "took {:?}",
@@ -296,19 +308,19 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
     let closed = format!("git://127.0.0.1:{}/fleet", free_port()?);
     let mut source = GitSource::open(config(&closed, main_branch(), mirror.path()))?;
     let started = Instant::now();
-    expect_unreachable(source.poll(None), &closed);
+    expect_unreachable(source.poll(None, None), &closed);
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // A missing repo on a live daemon, and a missing local path, are retryable too.
     let daemon = GitDaemon::start(root.path())?;
     let missing = daemon.url_for("nope");
     expect_unreachable(
-        GitSource::open(config(&missing, main_branch(), mirror.path()))?.poll(None),
+        GitSource::open(config(&missing, main_branch(), mirror.path()))?.poll(None, None),
         &missing,
     );
     let gone = root.path().join("gone").display().to_string();
     expect_unreachable(
-        GitSource::open(config(&gone, main_branch(), mirror.path()))?.poll(None),
+        GitSource::open(config(&gone, main_branch(), mirror.path()))?.poll(None, None),
         &gone,
     );
     // The branch is missing.
@@ -317,7 +329,7 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
         Follow::Branch("prod".into()),
         mirror.path(),
     ))?;
-    let message = expect_unreachable(no_branch.poll(None), &daemon.url_for("fleet"));
+    let message = expect_unreachable(no_branch.poll(None, None), &daemon.url_for("fleet"));
     assert!(message.contains("refs/heads/prod"), "{message}");
     Ok(())
 }
@@ -332,7 +344,7 @@ fn garbage_server_is_unreachable() -> anyhow::Result<()> {
     ] {
         let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
         let started = Instant::now();
-        let message = expect_unreachable(source.poll(None), &url);
+        let message = expect_unreachable(source.poll(None, None), &url);
         println!("garbage over {url}: {message}");
         assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
         assert_eq!(source.fetch_count(), 0);
@@ -350,7 +362,7 @@ fn silent_server_times_out() -> anyhow::Result<()> {
     ] {
         let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
         let started = Instant::now();
-        let message = expect_unreachable(source.poll(None), &url);
+        let message = expect_unreachable(source.poll(None, None), &url);
         let took = started.elapsed();
         println!("silent over {url}: {message} after {took:?}");
         assert!(
@@ -382,7 +394,7 @@ fn read_tree_reads_nested_files_and_safe_symlinks() -> anyhow::Result<()> {
 
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&repo.file_url(), main_branch(), mirror.path()))?;
-    changed(source.poll(None)?);
+    changed(source.poll(None, None)?);
     let tree = source.read_tree(&commit)?;
     let paths: Vec<&str> = tree.iter().map(|(p, _)| p).collect();
     assert_eq!(
@@ -466,7 +478,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     // From `sites/`, `../../etc/passwd` is the host's file, outside the checkout.
     repo.symlink("sites/passwd", "../../etc/passwd")?;
     let escaping = repo.commit_files(&[("sites/edge-1/site.yaml", b"x")], "escape")?;
-    changed(source.poll(None)?);
+    changed(source.poll(None, None)?);
     expect_bad_tree(
         source.read_tree(&escaping),
         &escaping,
@@ -476,7 +488,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("sites/passwd")?;
     repo.symlink("abs", "/etc/passwd")?;
     let absolute = repo.commit_files(&[], "absolute")?;
-    changed(source.poll(Some(&escaping))?);
+    changed(source.poll(Some(&escaping), Some(&escaping))?);
     expect_bad_tree(
         source.read_tree(&absolute),
         &absolute,
@@ -486,7 +498,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("abs")?;
     repo.symlink("dangling", "nowhere.yaml")?;
     let dangling = repo.commit_files(&[], "dangling")?;
-    changed(source.poll(Some(&absolute))?);
+    changed(source.poll(Some(&absolute), Some(&absolute))?);
     expect_bad_tree(
         source.read_tree(&dangling),
         &dangling,
@@ -497,7 +509,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("dangling")?;
     repo.symlink("sites/edge-2", "edge-1")?;
     let dir_link = repo.commit_files(&[], "folder link")?;
-    changed(source.poll(Some(&dangling))?);
+    changed(source.poll(Some(&dangling), Some(&dangling))?);
     expect_bad_tree(
         source.read_tree(&dir_link),
         &dir_link,
@@ -517,7 +529,7 @@ fn read_tree_enforces_size_limits() -> anyhow::Result<()> {
     let mut cfg = config(&repo.file_url(), main_branch(), mirror.path());
     cfg.max_file_size = 1024;
     let mut source = GitSource::open(cfg)?;
-    changed(source.poll(None)?);
+    changed(source.poll(None, None)?);
     expect_bad_tree(
         source.read_tree(&commit),
         &commit,
@@ -571,16 +583,19 @@ fn polls_over_ssh_with_pinned_host_key() -> anyhow::Result<()> {
     };
 
     let mut source = GitSource::open(ssh_config(&server.known_hosts, &mirror.path().join("ok")))?;
-    let rev = changed(source.poll(None)?);
+    let rev = changed(source.poll(None, None)?);
     assert_eq!(rev.commit, first);
     assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over ssh"[..]));
-    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        source.poll(Some(&first), Some(&first))?,
+        Poll::Unchanged(_)
+    ));
     assert_eq!(source.fetch_count(), 1);
 
     // Same host, another key: refused (a human must decide), and nothing fetched.
     let wrong = server.wrong_known_hosts()?;
     let mut source = GitSource::open(ssh_config(&wrong, &mirror.path().join("wrong")))?;
-    match source.poll(None) {
+    match source.poll(None, None) {
         Err(SourceError::Refused(msg)) => assert!(msg.contains("does not match"), "{msg}"),
         other => panic!("expected Refused, got {other:?}"),
     }
@@ -589,7 +604,7 @@ fn polls_over_ssh_with_pinned_host_key() -> anyhow::Result<()> {
     // Host not in the file at all: refused, never trusted on first use.
     let unrelated = server.unrelated_known_hosts()?;
     let mut source = GitSource::open(ssh_config(&unrelated, &mirror.path().join("unknown")))?;
-    match source.poll(None) {
+    match source.poll(None, None) {
         Err(SourceError::Refused(msg)) => assert!(msg.contains("not in known_hosts"), "{msg}"),
         other => panic!("expected Refused, got {other:?}"),
     }
@@ -618,7 +633,7 @@ fn polls_over_https_with_custom_ca() -> anyhow::Result<()> {
         main_branch(),
         &mirror.path().join("untrusted"),
     ))?;
-    let message = expect_unreachable(source.poll(None), &url);
+    let message = expect_unreachable(source.poll(None, None), &url);
     println!("untrusted certificate: {message}");
 
     let mut cfg = config(
@@ -628,9 +643,12 @@ fn polls_over_https_with_custom_ca() -> anyhow::Result<()> {
     );
     cfg.ca_file = Some(server.ca_file.clone());
     let mut source = GitSource::open(cfg)?;
-    assert_eq!(changed(source.poll(None)?).commit, first);
+    assert_eq!(changed(source.poll(None, None)?).commit, first);
     assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over https"[..]));
-    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
+    assert!(matches!(
+        source.poll(Some(&first), Some(&first))?,
+        Poll::Unchanged(_)
+    ));
     assert_eq!(source.fetch_count(), 1);
     Ok(())
 }

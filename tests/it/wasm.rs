@@ -75,12 +75,12 @@ fn fixture_with(pooling: bool) -> Fixture {
 
 impl Fixture {
     fn volume(&self, app: &str, name: &str, guest: &str) -> PathBuf {
-        self.tmp
-            .path()
-            .join("volumes")
-            .join(app)
-            .join(name)
-            .join(guest.replace('/', "_"))
+        self.tmp.path().join("volumes").join(app).join(name).join(
+            guest
+                .trim_start_matches('/')
+                .replace('%', "%25")
+                .replace('/', "%2F"),
+        )
     }
 
     /// prepare + activate, panicking on error.

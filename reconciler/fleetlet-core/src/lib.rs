@@ -5,6 +5,7 @@
 //! arrive as bytes ([`RepoTree`]), outputs are plain values; the engine and adapters do the rest.
 
 pub mod digest;
+pub mod hostpattern;
 pub mod lines;
 pub mod load;
 pub mod model;

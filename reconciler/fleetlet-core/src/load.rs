@@ -66,6 +66,9 @@ impl<T> Located<T> {
 pub struct Fleet {
     pub sites: BTreeMap<String, Located<Site>>,
     pub apps: BTreeMap<String, Located<App>>,
+    /// (app, workload) names of workloads that did not parse: already reported, so references
+    /// to them are not reported again.
+    pub unparsed_workloads: BTreeSet<(String, String)>,
 }
 
 /// What [`load_fleet`] found: the documents it could read and every problem.
@@ -248,6 +251,22 @@ fn classify(doc: RawDoc, fleet: &mut Fleet, others: &mut Vec<RawDoc>, diags: &mu
         }
         Some("App") => {
             if let Some(app) = parse_app(&doc, diags) {
+                let workloads = doc
+                    .value
+                    .get("spec")
+                    .and_then(|s| s.get("workloads"))
+                    .and_then(Value::as_sequence);
+                for name in workloads
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|w| str_field(w, "name"))
+                {
+                    if !app.spec.workloads.iter().any(|w| w.name == name) {
+                        fleet
+                            .unparsed_workloads
+                            .insert((app.metadata.name.clone(), name.to_string()));
+                    }
+                }
                 insert_unique(
                     &mut fleet.apps,
                     "App",
@@ -566,6 +585,12 @@ fn validate_app(
         for (name, patch) in &o.workloads {
             let field = format!("{path}.workloads.{name}");
             let Some(base) = spec.workloads.iter().find(|w| &w.name == name) else {
+                if fleet
+                    .unparsed_workloads
+                    .contains(&(app.doc.metadata.name.clone(), name.clone()))
+                {
+                    continue;
+                }
                 diags.error(
                     file,
                     app.line_of(&field),
@@ -692,18 +717,19 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             let mut seen = BTreeSet::new();
             for (i, d) in w.capabilities.dirs.iter().enumerate() {
                 let f = format!("capabilities.dirs[{i}].path");
-                if !d.path.starts_with('/')
-                    || d.path.split('/').any(|p| p == ".." || p == ".")
-                    || d.path == "/"
-                {
+                let segments_ok = d.path.len() > 1
+                    && d.path[1..]
+                        .split('/')
+                        .all(|p| !p.is_empty() && p != ".." && p != ".");
+                if !d.path.starts_with('/') || !segments_ok {
                     err(
                         &f,
                         format!(
-                            "expected an absolute guest path below / without '..', got {:?}",
+                            "expected an absolute guest path below / without '..', '.', '//' or a trailing '/', got {:?}",
                             d.path
                         ),
                     );
-                } else if !seen.insert(d.path.trim_end_matches('/').to_string()) {
+                } else if !seen.insert(d.path.clone()) {
                     err(&f, format!("{:?} is declared twice", d.path));
                 }
             }
@@ -753,23 +779,7 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
 }
 
 fn check_host_pattern(h: &str) -> Result<(), String> {
-    let (host, port) = match h.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') || host.starts_with('[') => (host, Some(port)),
-        _ => (h, None),
-    };
-    let host_ok = !host.is_empty()
-        && host
-            .trim_start_matches("*.")
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
-    let port_ok = port.is_none_or(|p| p == "*" || p.parse::<u16>().is_ok_and(|p| p > 0));
-    if host_ok && port_ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "expected host, host:port or *.domain:port, got {h:?}"
-        ))
-    }
+    crate::hostpattern::HostPattern::parse(h).map(drop)
 }
 
 /// Each Kubernetes manifest under a k3s workload's folder must name its apiVersion, kind and

@@ -11,18 +11,25 @@
 //!    release, nothing changes;
 //! 7. *apply*: activate prepared workloads, stop removed ones; a failure here rolls back to the
 //!    previous release;
-//! 8. *record* the outcome in the state store (one atomic write).
+//! 8. *record* the outcome in the state store (one atomic write);
+//! 9. *heal*, every cycle whatever happened above: restart what the applied release should run
+//!    but does not, and promote the applied release to last-known-good once it has been healthy
+//!    in a cycle after the one that applied it.
 //!
-//! Guarantees: nothing from a commit that fails steps 1–6 runs; the state record names only what
-//! was really applied. Assumption: one engine per state dir (the state store locks it).
+//! A refused commit is remembered with whether it may pass later: a retryable failure (network,
+//! port in use, disk) is tried again every cycle; an invalid commit is not redone until the ref
+//! moves. New commits must descend from the applied one (the source refuses rewritten history).
+//!
+//! Guarantees: nothing from a commit that fails steps 1–6 runs; a failure in step 7 returns to
+//! the previous release; the state record names only what was really applied. Assumption: one
+//! engine per state dir (the state store locks it).
 
-use crate::ports::{BlobStore, Poll, Revision, Source, StateStore, WorkloadRuntime};
+use crate::ports::{BlobStore, Revision, Source, StateStore, WorkloadRuntime};
 use crate::record::{AgentState, AppliedRelease, CycleError, STATE_VERSION, Stage, WorkloadRecord};
 use crate::status::Status;
 use fleetlet_core::load::load_fleet;
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Action, DesiredState, RepoTree, Runtime, WorkloadHealth, plan, render};
-use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 /// How one cycle ended.
@@ -101,10 +108,6 @@ where
         &self.runtime
     }
 
-    pub fn source_mut(&mut self) -> &mut S {
-        &mut self.source
-    }
-
     pub fn status(&self) -> Status {
         Status::build(&self.site, &self.state, &self.runtime.observe())
     }
@@ -127,7 +130,11 @@ where
                     .last_known_good
                     .clone()
                     .filter(|l| l.desired != applied.desired);
-                let Some(lkg) = lkg else { return Err(e) };
+                let Some(lkg) = lkg else {
+                    self.state.last_error = Some(e.clone());
+                    self.save();
+                    return Err(e);
+                };
                 let n = self.converge(&lkg.desired, None)?;
                 self.state.applied = Some(lkg);
                 self.save();
@@ -136,69 +143,89 @@ where
         }
     }
 
+    /// Whether the applied release still waits to be promoted to last-known-good (the agent
+    /// then runs the next cycle soon, rather than after a full poll interval).
+    pub fn awaiting_promotion(&self) -> bool {
+        match (&self.state.applied, &self.state.last_known_good) {
+            (Some(a), Some(l)) => a.revision != l.revision,
+            (Some(_), None) => true,
+            _ => false,
+        }
+    }
+
     /// One cycle. `now` is Unix seconds (the engine reads no clock itself, so tests control time).
     pub fn reconcile(&mut self, now: i64) -> CycleOutcome {
-        // 1. observe the source
+        let outcome = self.follow_source(now);
+        // Whatever the source said, what should run keeps running (a crashed start is retried,
+        // even offline), and a release that has stayed healthy becomes last-known-good.
+        if let Some(e) = self.heal(now)
+            && self.state.last_error.is_none()
+        {
+            self.state.last_error = Some(e);
+        }
+        self.save();
+        outcome
+    }
+
+    /// Steps 1–8 for whatever the source now points at.
+    fn follow_source(&mut self, now: i64) -> CycleOutcome {
         let last_seen = self.state.last_seen.as_ref().map(|r| r.commit.clone());
-        let poll = match self.source.poll(last_seen.as_deref()) {
+        let applied = self
+            .state
+            .applied
+            .as_ref()
+            .map(|a| a.revision.commit.clone());
+        let poll = match self.source.poll(last_seen.as_deref(), applied.as_deref()) {
             Ok(p) => p,
             Err(e) => {
-                warn!(error = %e, "fleet repo source unavailable; what runs keeps running");
-                self.fail(CycleError {
+                warn!(error = %e, "fleet repo source unavailable or refused; what runs keeps running");
+                self.state.last_error = Some(CycleError {
                     at: now,
                     stage: Stage::Source,
                     commit: None,
                     message: e.to_string(),
                     details: vec![],
+                    retryable: e.is_transient(),
                 });
                 return CycleOutcome::SourceUnavailable;
             }
         };
         self.state.last_sync = Some(now);
         let rev = poll.revision().clone();
-        let applied_commit = self
-            .state
-            .applied
-            .as_ref()
-            .map(|a| a.revision.commit.clone());
-        let seen_before =
-            matches!(poll, Poll::Unchanged(_)) && last_seen.as_deref() == Some(rev.commit.as_str());
-        if seen_before && applied_commit.as_deref() == Some(rev.commit.as_str()) {
-            // Nothing new: make sure what should run does (a crashed start is retried).
-            return self.heal(now);
+        self.state.last_seen = Some(rev.clone());
+        if applied.as_deref() == Some(rev.commit.as_str()) {
+            self.state.refused = None;
+            self.state.last_error = None;
+            return CycleOutcome::Unchanged;
         }
-        if seen_before
-            && self
-                .state
-                .last_error
-                .as_ref()
-                .is_some_and(|e| e.commit.as_deref() == Some(rev.commit.as_str()))
+        if let Some(r) = &self.state.refused
+            && r.commit.as_deref() == Some(rev.commit.as_str())
+            && !r.retryable
         {
-            // Already refused this commit; refusing again would only repeat the same error.
-            self.save();
+            // Refused for a reason only a new commit can fix: do not redo the work.
+            self.state.last_error = Some(r.clone());
             return CycleOutcome::Rejected {
                 commit: Some(rev.commit),
-                stage: self
-                    .state
-                    .last_error
-                    .as_ref()
-                    .map(|e| e.stage)
-                    .unwrap_or(Stage::Validate),
+                stage: r.stage,
             };
         }
-        self.state.last_seen = Some(rev.clone());
         match self.release(&rev, now) {
-            Ok(changes) => CycleOutcome::Applied {
-                commit: rev.commit,
-                changes,
-            },
+            Ok(changes) => {
+                self.state.refused = None;
+                self.state.last_error = None;
+                CycleOutcome::Applied {
+                    commit: rev.commit,
+                    changes,
+                }
+            }
             Err(e) => {
                 let stage = e.stage;
-                warn!(commit = %rev.commit, stage = ?stage, error = %e.message, "release refused; last-known-good keeps running");
+                warn!(commit = %rev.commit, stage = ?stage, retryable = e.retryable, error = %e.message, "release refused; last-known-good keeps running");
                 for d in &e.details {
                     warn!(commit = %rev.commit, "  {d}");
                 }
-                self.fail(e);
+                self.state.refused = Some(e.clone());
+                self.state.last_error = Some(e);
                 CycleOutcome::Rejected {
                     commit: Some(rev.commit),
                     stage,
@@ -209,19 +236,20 @@ where
 
     /// Steps 2–8 for one revision.
     fn release(&mut self, rev: &Revision, now: i64) -> CycleResult<usize> {
-        let err = |stage, message: String, details| CycleError {
+        let err = |stage, message: String, details, retryable| CycleError {
             at: now,
             stage,
             commit: Some(rev.commit.clone()),
             message,
             details,
+            retryable,
         };
         let tree = self
             .source
             .read_tree(&rev.commit)
-            .map_err(|e| err(Stage::Source, e.to_string(), vec![]))?;
+            .map_err(|e| err(Stage::Source, e.to_string(), vec![], e.is_transient()))?;
         let desired = desired_state(&tree, &self.site, &rev.commit)
-            .map_err(|(stage, msg, details)| err(stage, msg, details))?;
+            .map_err(|(stage, msg, details)| err(stage, msg, details, false))?;
 
         // 4. store components, so a restart without network has them.
         for w in desired.workloads.values() {
@@ -232,6 +260,7 @@ where
                         Stage::Store,
                         format!("storing component of {}: {e}", w.id()),
                         vec![],
+                        true,
                     )
                 })?;
                 if got != spec.component.digest {
@@ -239,6 +268,7 @@ where
                         Stage::Store,
                         format!("component of {} changed while storing", w.id()),
                         vec![],
+                        true,
                     ));
                 }
             }
@@ -253,38 +283,34 @@ where
                 e
             })?;
 
-        let release = AppliedRelease {
+        // Last-known-good is promoted by `heal`, once the release has been seen healthy in a
+        // later cycle, not at the instant it started.
+        self.state.applied = Some(AppliedRelease {
             revision: rev.clone(),
             desired,
             applied_at: now,
-        };
-        let healthy = self.is_healthy(&release.desired);
-        self.state.applied = Some(release.clone());
-        if healthy {
-            self.state.last_known_good = Some(release);
-        }
-        self.state.last_error = None;
-        self.save();
+        });
         info!(commit = %rev.commit, summary = %rev.summary, changes, "release applied");
         Ok(changes)
     }
 
-    /// Makes the runtime run `desired`: prepare every change first (all-or-nothing), then
-    /// activate and stop. On a failure while activating, returns to `previous`.
+    /// Makes the runtime run `desired`: prepare every change first (all-or-nothing), then stop
+    /// and activate. On a failure while applying, returns to `previous` — or, with no previous
+    /// release, stops what this call started — so no mix of two releases is left running.
     fn converge(
         &mut self,
         desired: &DesiredState,
         previous: Option<&DesiredState>,
     ) -> CycleResult<usize> {
         let observed = self.runtime.observe();
-        let wasm_only = only_wasm(desired);
-        let plan = plan(&wasm_only, &observed);
-        let mk = |stage, message: String, details| CycleError {
+        let plan = plan(&only_wasm(desired), &observed);
+        let mk = |stage, message: String, details, retryable| CycleError {
             at: 0,
             stage,
             commit: None,
             message,
             details,
+            retryable,
         };
 
         // 6. prepare: nothing visible changes yet.
@@ -293,64 +319,95 @@ where
         for action in &plan.actions {
             if let Action::Start(w) | Action::Replace(w) = action {
                 match self.prepare(w) {
-                    Ok(p) => prepared.push((w.id(), p)),
-                    Err(m) => failures.push(m),
+                    Ok(p) => prepared.push((w.id(), matches!(action, Action::Start(_)), p)),
+                    Err(e) => failures.push(e),
                 }
             }
         }
         if !failures.is_empty() {
+            let retryable = failures.iter().all(|(_, transient)| *transient);
+            let details: Vec<String> = failures.into_iter().map(|(m, _)| m).collect();
             return Err(mk(
                 Stage::Prepare,
                 format!(
                     "{} workload(s) cannot start; the release is held: {}",
-                    failures.len(),
-                    failures[0]
+                    details.len(),
+                    details[0]
                 ),
-                failures,
+                details,
+                retryable,
             ));
         }
 
-        // 7. apply.
+        // 7. apply: stops first (they free ports), then activations.
         let mut changes = 0;
         for action in plan.actions.iter().filter(|a| matches!(a, Action::Stop(_))) {
             if let Err(e) = self.runtime.stop(&action.id()) {
-                warn!(error = %e, "stopping workload failed");
+                return Err(mk(
+                    Stage::Apply,
+                    format!("stopping {}: {e}", action.id()),
+                    vec![],
+                    true,
+                ));
             }
             changes += 1;
         }
-        for (id, p) in prepared {
+        let mut started = Vec::new();
+        for (id, is_new, p) in prepared {
             if let Err(e) = self.runtime.activate(p) {
-                let e = mk(Stage::Apply, format!("activating {id}: {e}"), vec![]);
-                if let Some(prev) = previous {
-                    warn!(error = %e.message, "activation failed; returning to the previous release");
-                    if let Err(re) = self.converge(prev, None) {
-                        warn!(error = %re.message, "returning to the previous release failed too");
-                    }
+                let mut err = mk(
+                    Stage::Apply,
+                    format!("activating {id}: {e}"),
+                    vec![],
+                    e.is_transient(),
+                );
+                let undo = match previous {
+                    Some(prev) => self.converge(prev, None).map(drop),
+                    None => started
+                        .iter()
+                        .try_for_each(|s: &String| self.runtime.stop(s))
+                        .map_err(|e| mk(Stage::Apply, e.to_string(), vec![], true)),
+                };
+                if let Err(u) = undo {
+                    warn!(error = %u.message, "returning to the previous state failed too");
+                    err.details.push(format!(
+                        "returning to the previous state failed: {}",
+                        u.message
+                    ));
                 }
-                return Err(e);
+                return Err(err);
+            }
+            if is_new {
+                started.push(id);
             }
             changes += 1;
         }
         Ok(changes)
     }
 
-    fn prepare(&self, w: &DesiredWorkload) -> Result<R::Prepared, String> {
+    /// The prepared workload, or (message, transient).
+    fn prepare(&self, w: &DesiredWorkload) -> Result<R::Prepared, (String, bool)> {
         let spec = w
             .wasm
             .as_ref()
-            .ok_or_else(|| format!("{}: not a wasm workload", w.id()))?;
+            .ok_or_else(|| (format!("{}: not a wasm workload", w.id()), false))?;
         let bytes = self
             .blobs
             .get(&spec.component.digest)
-            .map_err(|e| format!("{}: {e}", w.id()))?
+            .map_err(|e| (format!("{}: {e}", w.id()), true))?
             .ok_or_else(|| {
-                format!(
-                    "{}: component {} is not in the local store",
-                    w.id(),
-                    spec.component.digest
+                (
+                    format!(
+                        "{}: component {} is not in the local store",
+                        w.id(),
+                        spec.component.digest
+                    ),
+                    true,
                 )
             })?;
-        self.runtime.prepare(w, &bytes).map_err(|e| e.to_string())
+        self.runtime
+            .prepare(w, &bytes)
+            .map_err(|e| (e.to_string(), e.is_transient()))
     }
 
     fn is_healthy(&self, desired: &DesiredState) -> bool {
@@ -366,34 +423,31 @@ where
         })
     }
 
-    /// Re-converges on the applied release when the source did not move.
-    fn heal(&mut self, now: i64) -> CycleOutcome {
-        let Some(applied) = self.state.applied.clone() else {
-            self.save();
-            return CycleOutcome::Unchanged;
-        };
-        match self.converge(&applied.desired, None) {
+    /// Re-converges on the applied release (restarting what is missing) and promotes it to
+    /// last-known-good once it has been healthy in a cycle after the one that applied it.
+    fn heal(&mut self, now: i64) -> Option<CycleError> {
+        let applied = self.state.applied.clone()?;
+        let result = self.converge(&applied.desired, None);
+        match &result {
             Ok(0) => {}
             Ok(n) => info!(restarted = n, "re-started workloads of the applied release"),
-            Err(mut e) => {
-                e.at = now;
-                e.commit = Some(applied.revision.commit.clone());
-                warn!(error = %e.message, "could not re-start workloads of the applied release");
-                self.state.last_error = Some(e);
+            Err(e) => {
+                warn!(error = %e.message, "could not re-start workloads of the applied release")
             }
         }
-        if self.state.last_known_good.as_ref().map(|l| &l.revision) != Some(&applied.revision)
-            && self.is_healthy(&applied.desired)
-        {
-            self.state.last_known_good = Some(applied);
+        let promote = self.state.last_known_good.as_ref().map(|l| &l.revision)
+            != Some(&applied.revision)
+            && now > applied.applied_at
+            && self.is_healthy(&applied.desired);
+        if promote {
+            info!(commit = %applied.revision.commit, "release is healthy: now the last-known-good");
+            self.state.last_known_good = Some(applied.clone());
         }
-        self.save();
-        CycleOutcome::Unchanged
-    }
-
-    fn fail(&mut self, e: CycleError) {
-        self.state.last_error = Some(e);
-        self.save();
+        result.err().map(|mut e| {
+            e.at = now;
+            e.commit = Some(applied.revision.commit);
+            e
+        })
     }
 
     fn save(&mut self) {
@@ -464,6 +518,3 @@ fn only_wasm(desired: &DesiredState) -> DesiredState {
     d.workloads.retain(|_, w| w.runtime == Runtime::Wasm);
     d
 }
-
-/// Observed workloads by id, for tests and status.
-pub type Observed = BTreeMap<String, fleetlet_core::ObservedWorkload>;

@@ -58,15 +58,20 @@ pub enum SourceError {
 impl SourceError {
     /// Whether retrying later may help without a human.
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Unreachable { .. })
+        matches!(
+            self,
+            SourceError::Unreachable { .. } | SourceError::Local(_)
+        )
     }
 }
 
 /// Where the fleet repo comes from (Git today; sync bundles later).
 pub trait Source {
     /// Resolves the followed ref on the remote. Compares the advertised commit with `last_seen`
-    /// before fetching anything, so a no-op poll moves no objects.
-    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError>;
+    /// before fetching anything, so a no-op poll moves no objects. A new commit must descend from
+    /// `base` (the last applied commit): anything else is a history rewrite, refused unless the
+    /// source is configured to accept it. Moving back to `base` itself is not a rewrite.
+    fn poll(&mut self, last_seen: Option<&str>, base: Option<&str>) -> Result<Poll, SourceError>;
 
     /// The files of `commit`, read from the local object database (no working tree).
     fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError>;
@@ -96,6 +101,13 @@ pub enum RuntimeError {
     /// The host itself failed (port in use, disk full): may pass on retry.
     #[error("workload {id}: {message}")]
     Host { id: String, message: String },
+}
+
+impl RuntimeError {
+    /// Whether retrying the same workload later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RuntimeError::Host { .. })
+    }
 }
 
 /// A place workloads run (the embedded Wasm runtime; k3s later).

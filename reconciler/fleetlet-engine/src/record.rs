@@ -22,9 +22,13 @@ pub struct AgentState {
     /// The last release that was applied and came up healthy: what we return to.
     #[serde(default)]
     pub last_known_good: Option<AppliedRelease>,
-    /// The last failed cycle, cleared by the next successful apply.
+    /// The last failed cycle (source or release), cleared once the followed ref is applied.
     #[serde(default)]
     pub last_error: Option<CycleError>,
+    /// The last refused commit, kept apart from source errors so a network blip does not
+    /// forget why (and whether) that commit was refused.
+    #[serde(default)]
+    pub refused: Option<CycleError>,
     /// When the source last answered (Unix seconds).
     #[serde(default)]
     pub last_sync: Option<i64>,
@@ -80,4 +84,8 @@ pub struct CycleError {
     /// Every individual problem (e.g. each validation error).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// Whether the same commit may pass on a later try (network, port in use, disk) — then it
+    /// is retried every cycle — or only a new commit can fix it (invalid, does not compile).
+    #[serde(default)]
+    pub retryable: bool,
 }

@@ -22,7 +22,7 @@ struct Repo {
 struct FakeSource(Rc<RefCell<Repo>>);
 
 impl Source for FakeSource {
-    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
+    fn poll(&mut self, last_seen: Option<&str>, _base: Option<&str>) -> Result<Poll, SourceError> {
         let r = self.0.borrow();
         if r.down {
             return Err(SourceError::Unreachable {
@@ -215,18 +215,22 @@ fn applies_then_keeps_last_known_good_through_bad_commits() {
         }
     );
     assert_eq!(w.activations(), ["a/w=one", "b/w=b"]);
-    assert_eq!(
-        e.state().last_known_good.as_ref().unwrap().revision.commit,
-        "c1"
+    assert!(
+        e.state().last_known_good.is_none(),
+        "not promoted in the cycle that applied it"
     );
     assert_eq!(
         e.state().workloads["a/w"].health,
         Some(WorkloadHealth::Running)
     );
 
-    // Unchanged source: nothing happens.
+    // Unchanged source: nothing happens but the promotion of the healthy release.
     assert_eq!(e.reconcile(2), CycleOutcome::Unchanged);
     assert!(w.activations().is_empty());
+    assert_eq!(
+        e.state().last_known_good.as_ref().unwrap().revision.commit,
+        "c1"
+    );
 
     // Invalid YAML: refused, nothing touched, and not re-read on the next poll.
     w.commit("c2", &[("a.yaml", "kind: App\nmetadata: [")]);
@@ -277,11 +281,92 @@ fn applies_then_keeps_last_known_good_through_bad_commits() {
         "{err:?}"
     );
 
-    // The source goes down: recorded, nothing changes.
+    // The source goes down: recorded, nothing changes, the refusal of c3 is not forgotten.
     w.repo.0.borrow_mut().down = true;
     assert_eq!(e.reconcile(6), CycleOutcome::SourceUnavailable);
     assert_eq!(e.state().last_error.as_ref().unwrap().stage, Stage::Source);
     assert_eq!(e.state().last_sync, Some(5));
+    w.repo.0.borrow_mut().down = false;
+    let reads = w.repo.0.borrow().reads;
+    assert_eq!(
+        e.reconcile(7),
+        CycleOutcome::Rejected {
+            commit: Some("c3".into()),
+            stage: Stage::Prepare
+        }
+    );
+    assert_eq!(
+        w.repo.0.borrow().reads,
+        reads,
+        "c3 is not redone after the outage"
+    );
+    assert_eq!(e.state().last_error.as_ref().unwrap().stage, Stage::Prepare);
+
+    // Moving the branch back to the applied commit clears the refusal.
+    w.repo.0.borrow_mut().head = Some("c1".into());
+    assert_eq!(e.reconcile(8), CycleOutcome::Unchanged);
+    assert!(e.state().last_error.is_none() && e.state().refused.is_none());
+}
+
+#[test]
+fn transient_failures_are_retried_and_a_crashed_workload_is_restarted() {
+    let w = World::new();
+    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
+    let mut e = w.engine();
+    e.reconcile(1);
+    w.activations();
+    // c2 cannot bind its port (a host problem): refused, but retried next cycle.
+    w.commit("c2", &[("a.yaml", &app("a", "bad.wasm", "two"))]);
+    w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
+    assert_eq!(
+        e.reconcile(2),
+        CycleOutcome::Rejected {
+            commit: Some("c2".into()),
+            stage: Stage::Apply
+        }
+    );
+    assert!(e.state().refused.as_ref().unwrap().retryable);
+    assert!(w.activations().is_empty(), "c1 kept running, untouched");
+    w.host.0.borrow_mut().bad_activate.clear();
+    assert_eq!(
+        e.reconcile(3),
+        CycleOutcome::Applied {
+            commit: "c2".into(),
+            changes: 1
+        }
+    );
+    assert_eq!(w.activations(), ["a/w=two"]);
+
+    // The workload disappears (crashed host side): the next cycle starts it again.
+    w.host.0.borrow_mut().running.clear();
+    assert_eq!(e.reconcile(4), CycleOutcome::Unchanged);
+    assert_eq!(w.activations(), ["a/w=two"]);
+}
+
+#[test]
+fn a_failed_first_release_leaves_nothing_running() {
+    let w = World::new();
+    w.commit(
+        "c1",
+        &[
+            ("a.yaml", &app("a", "good.wasm", "one")),
+            ("b.yaml", &app("b", "bad.wasm", "b")),
+        ],
+    );
+    w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
+    let mut e = w.engine();
+    assert_eq!(
+        e.reconcile(1),
+        CycleOutcome::Rejected {
+            commit: Some("c1".into()),
+            stage: Stage::Apply
+        }
+    );
+    assert!(
+        w.host.0.borrow().running.is_empty(),
+        "a/w was started, then stopped again"
+    );
+    assert!(e.state().applied.is_none());
 }
 
 #[test]

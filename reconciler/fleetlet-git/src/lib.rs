@@ -295,14 +295,13 @@ impl GitSource {
 }
 
 impl Source for GitSource {
-    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
-        let last_seen = last_seen
-            .map(|s| {
-                Oid::from_str(s).map_err(|_| {
-                    SourceError::Local(format!("last seen commit {s:?} is not a commit id"))
-                })
-            })
-            .transpose()?;
+    fn poll(&mut self, last_seen: Option<&str>, base: Option<&str>) -> Result<Poll, SourceError> {
+        let parse = |s: &str| {
+            Oid::from_str(s)
+                .map_err(|_| SourceError::Local(format!("commit {s:?} is not a commit id")))
+        };
+        let last_seen = last_seen.map(parse).transpose()?;
+        let base = base.map(parse).transpose()?;
         transport::apply_timeouts(self.config.timeout).map_err(local)?;
         let known_hosts = match (&self.ssh, &self.config.known_hosts) {
             // Re-read every poll so an operator's edit takes effect without a restart.
@@ -409,7 +408,7 @@ impl Source for GitSource {
             ))
         })?;
 
-        if let Some(last) = last_seen
+        if let Some(last) = base
             && last != commit
         {
             // After the fetch the mirror holds all ancestors of `commit`; if `last` is not even

@@ -42,7 +42,11 @@ impl BlobStore for FsBlobStore {
     fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let digest = Digest::of(bytes);
         let path = self.path_of(&digest);
-        if path.exists() {
+        // A blob already there is kept only if it is still intact: bit rot is repaired by the
+        // next put of the same content.
+        if let Ok(existing) = fs::read(&path)
+            && Digest::of(&existing) == digest
+        {
             return Ok(digest);
         }
         let tmp = tempfile::Builder::new()

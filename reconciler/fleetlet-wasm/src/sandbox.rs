@@ -54,8 +54,15 @@ impl SandboxSpec {
                     d.path
                 ));
             }
-            // `/data/x` → `_data_x`: flat, so a workload's volumes cannot nest or escape its root.
-            let host = volume_root.join(d.path.replace('/', "_"));
+            // `/data/x` → `data%2Fx`: flat, so a workload's volumes cannot nest or escape its
+            // root, and one-to-one (validation refuses `//`, `.`, `..` and a trailing `/`), so two
+            // guest paths never share a folder.
+            let encoded = d
+                .path
+                .trim_start_matches('/')
+                .replace('%', "%25")
+                .replace('/', "%2F");
+            let host = volume_root.join(encoded);
             std::fs::create_dir_all(&host)
                 .map_err(|e| format!("creating volume {}: {e}", host.display()))?;
             dirs.push((host, d.path.clone(), d.read_only));
@@ -251,20 +258,7 @@ impl WasiHttpHooks for OutboundPolicy {
 #[derive(Debug, Default)]
 pub(crate) struct HostPatterns(Vec<HostPattern>);
 
-#[derive(Debug)]
-struct HostPattern {
-    host: HostMatch,
-    /// `None`: any port.
-    port: Option<u16>,
-}
-
-#[derive(Debug)]
-enum HostMatch {
-    Exact(String),
-    /// `*.example.com` → `.example.com`: any name below it, not the domain itself.
-    Suffix(String),
-    Ip(IpAddr),
-}
+use fleetlet_core::hostpattern::{HostMatch, HostPattern};
 
 impl HostPatterns {
     pub fn parse(patterns: &[String]) -> Result<Self, String> {
@@ -307,50 +301,6 @@ impl HostPatterns {
             }
             _ => false,
         }
-    }
-}
-
-impl HostPattern {
-    fn parse(raw: &str) -> Result<Self, String> {
-        let bad = |why: &str| format!("outbound host {raw:?}: {why}");
-        let s = raw.trim().to_ascii_lowercase();
-        // `[v6]:port`, `[v6]`, `host:port`, `host`; a bare v6 literal has several colons.
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            match after.strip_prefix(':') {
-                Some(p) => (h.to_string(), Some(p.to_string())),
-                None if after.is_empty() => (h.to_string(), None),
-                None => return Err(bad("unexpected text after ]")),
-            }
-        } else if s.matches(':').count() == 1 {
-            let (h, p) = s.split_once(':').ok_or_else(|| bad("bad port"))?;
-            (h.to_string(), Some(p.to_string()))
-        } else {
-            (s.clone(), None)
-        };
-        let port = match port.as_deref() {
-            None | Some("*") => None,
-            Some(p) => Some(
-                p.parse::<u16>()
-                    .map_err(|_| bad("port must be 1-65535 or *"))?,
-            ),
-        };
-        if host.is_empty() {
-            return Err(bad("empty host"));
-        }
-        let host = if let Ok(ip) = host.parse::<IpAddr>() {
-            HostMatch::Ip(ip)
-        } else if let Some(domain) = host.strip_prefix("*.") {
-            if domain.is_empty() || domain.contains('*') {
-                return Err(bad("a wildcard must be `*.domain`"));
-            }
-            HostMatch::Suffix(format!(".{domain}"))
-        } else if host.contains('*') {
-            return Err(bad("a wildcard must be `*.domain`"));
-        } else {
-            HostMatch::Exact(host)
-        };
-        Ok(HostPattern { host, port })
     }
 }
 

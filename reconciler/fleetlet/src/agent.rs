@@ -28,6 +28,12 @@ use tracing::{info, warn};
 
 pub const STATUS_FILE: &str = "status.json";
 
+/// How soon to look again at a release that waits to become last-known-good.
+const PROMOTION_CHECK: Duration = Duration::from_secs(1);
+
+/// A burst of file events is coalesced for at most this long.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
 /// Why the engine loop wakes up.
 #[derive(Debug)]
 enum Trigger {
@@ -108,7 +114,7 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
             follow,
             tmp.path().join("git"),
         ))?;
-        match source.poll(None) {
+        match source.poll(None, None) {
             Ok(p) => {
                 let commit = p.revision().commit.clone();
                 return Ok((source.read_tree(&commit)?, commit));
@@ -168,9 +174,22 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     info!(address = %cfg.listen.status, site = %cfg.site, "agent starting");
     let http_shutdown = Arc::new(tokio::sync::Notify::new());
     rt.spawn(serve_http(listener, shared.clone(), http_shutdown.clone()));
-    rt.spawn(watch_signals(tx.clone()));
-    let _watcher =
-        fleetlet_git::local_path(&cfg.source.git.url).and_then(|p| watch_repo(&p, tx.clone()));
+    // Installed before any work, so an early SIGTERM drains rather than kills.
+    let signals = rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    });
+    match signals {
+        Ok((term, int)) => {
+            rt.spawn(watch_signals(term, int, tx.clone()));
+        }
+        Err(e) => warn!(error = %e, "cannot install signal handlers"),
+    }
+    let _watcher = fleetlet_git::local_path(&cfg.source.git.url)
+        .and_then(|p| watch_repo(&p, &state_dir, tx.clone()));
 
     // Bring back what ran before, from local state only: the site serves before any network.
     let started = Instant::now();
@@ -194,19 +213,31 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         shared
             .metrics
             .record(&outcome, t.elapsed().as_secs_f64(), &status);
-        if wait(&rx, interval) {
+        // A fresh release is promoted to last-known-good at the next cycle: come back soon.
+        let next = if engine.awaiting_promotion() {
+            interval.min(PROMOTION_CHECK)
+        } else {
+            interval
+        };
+        if wait(&rx, next) {
             break;
         }
     }
 
-    info!("shutting down: draining workloads");
+    info!("shutting down: draining workloads (a second signal exits at once)");
     shared.ready.store(false, Ordering::SeqCst);
     let ids: Vec<String> = engine.runtime().observe().into_keys().collect();
-    for id in ids {
-        if let Err(e) = engine.runtime().stop(&id) {
-            warn!(error = %e, "stopping {id}");
+    // In parallel: each drain may take up to its timeout, and systemd's stop timeout is shared.
+    std::thread::scope(|scope| {
+        for id in &ids {
+            let runtime = engine.runtime();
+            scope.spawn(move || {
+                if let Err(e) = runtime.stop(id) {
+                    warn!(error = %e, "stopping {id}");
+                }
+            });
         }
-    }
+    });
     publish(&engine, &shared, &state_dir);
     http_shutdown.notify_waiters();
     rt.shutdown_timeout(Duration::from_secs(5));
@@ -220,8 +251,13 @@ fn wait(rx: &Receiver<Trigger>, interval: Duration) -> bool {
         Ok(Trigger::Shutdown) | Err(RecvTimeoutError::Disconnected) => true,
         Err(RecvTimeoutError::Timeout) => false,
         Ok(Trigger::Changed) => {
-            // A commit touches several files; wait for the burst to settle.
+            // A commit touches several files; wait for the burst to settle, but not forever on
+            // a tree that never stops changing.
+            let started = Instant::now();
             loop {
+                if started.elapsed() > MAX_DEBOUNCE {
+                    return false;
+                }
                 match rx.recv_timeout(Duration::from_millis(20)) {
                     Ok(Trigger::Changed) => continue,
                     Ok(Trigger::Shutdown) | Err(RecvTimeoutError::Disconnected) => return true,
@@ -261,11 +297,20 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-fn watch_repo(path: &Path, tx: Sender<Trigger>) -> Option<notify::RecommendedWatcher> {
+fn watch_repo(
+    path: &Path,
+    state_dir: &Path,
+    tx: Sender<Trigger>,
+) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
+    // Our own writes (a state dir inside the repo) must not trigger cycles.
+    let state_dir = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !ev.kind.is_access()
+            && !ev.paths.iter().all(|p| p.starts_with(&state_dir))
         {
             let _ = tx.send(Trigger::Changed);
         }
@@ -284,20 +329,23 @@ fn watch_repo(path: &Path, tx: Sender<Trigger>) -> Option<notify::RecommendedWat
     }
 }
 
-async fn watch_signals(tx: Sender<Trigger>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        warn!("cannot install signal handlers");
-        return;
-    };
+async fn watch_signals(
+    mut term: tokio::signal::unix::Signal,
+    mut int: tokio::signal::unix::Signal,
+    tx: Sender<Trigger>,
+) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
     }
     let _ = tx.send(Trigger::Shutdown);
+    // An operator who signals again does not want to wait for the drain.
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    warn!("second signal: exiting without draining");
+    std::process::exit(1);
 }
 
 async fn serve_http(

@@ -147,6 +147,12 @@ impl AgentConfig {
                 cfg.kind
             );
         }
+        if cfg.source.git.interval.0 < 100 || cfg.source.git.timeout.0 < 100 {
+            bail!(
+                "agent config {}: source.git.interval and source.git.timeout must be at least 100ms",
+                path.display()
+            );
+        }
         if cfg.source.git.branch.is_some() && cfg.source.git.tag.is_some() {
             bail!(
                 "agent config {}: source.git: set `branch` or `tag`, not both",
