@@ -635,6 +635,11 @@ pub fn apply_override(base: &Workload, patch: &serde_json::Value) -> Result<Work
     if w.name != base.name {
         return Err("an override cannot rename a workload".into());
     }
+    // Which sites may run a workload is checked against its runtime; an override must not
+    // move it to another one behind that check's back.
+    if w.runtime != base.runtime {
+        return Err("an override cannot change a workload's runtime".into());
+    }
     Ok(w)
 }
 

@@ -1,6 +1,7 @@
 //! Reads a fleet repo from a plain directory (an operator's checkout) into a [`RepoTree`], for
-//! `fleetlet validate` and `render` before anything is committed. `.git` is skipped; symlinks
-//! that leave the directory and oversized files are refused, as the Git source refuses them.
+//! `fleetlet validate` and `render` before anything is committed. `.git` and Cargo `target/`
+//! build folders are skipped; symlinks that leave the directory or point at folders, and
+//! oversized files, are refused, as the Git source refuses them.
 
 use anyhow::{Context, bail};
 use fleetlet_core::RepoTree;
@@ -50,9 +51,11 @@ fn walk(root: &Path, dir: &Path, tree: &mut RepoTree) -> anyhow::Result<()> {
             (path.clone(), meta)
         };
         if meta.is_dir() {
-            if real == path {
-                walk(root, &path, tree)?;
+            if real != path {
+                // As the Git source does: a link to a folder is refused, not silently skipped.
+                bail!("{rel}: symlink to a folder (only links to files are supported)");
             }
+            walk(root, &path, tree)?;
         } else if meta.is_file() {
             if meta.len() > MAX_FILE_SIZE {
                 bail!(
