@@ -10,6 +10,7 @@ pub mod lines;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod reference;
 pub mod render;
 pub mod selector;
 pub mod tree;

@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod ports;
 pub mod record;
+pub mod registry;
 pub mod status;
 
 pub use engine::{CycleOutcome, Engine};

@@ -1,0 +1,75 @@
+//! Ports for artifacts: the OCI registries they come from and the site's content-addressed store
+//! they land in. The engine moves bytes from one to the other; the two adapters never meet.
+
+use fleetlet_core::Digest;
+use fleetlet_core::reference::RegistryRef;
+use serde::{Deserialize, Serialize};
+
+/// Largest manifest or index accepted from anywhere: a bigger one is hostile or broken.
+pub const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+
+/// An OCI content descriptor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A manifest or index as fetched: its exact bytes (digests are over bytes, never re-serialised).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    /// The digest of `bytes`.
+    pub digest: Digest,
+}
+
+/// Registry failures, typed by what the caller does next.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// Network errors, timeouts, 5xx, 429 — still failing after the adapter's retries.
+    #[error("{reference}: registry unavailable: {message}")]
+    Unavailable { reference: String, message: String },
+    /// 401/403: credentials are missing or wrong.
+    #[error("{reference}: access denied: {message}")]
+    Denied { reference: String, message: String },
+    /// 404: no such tag, manifest or blob.
+    #[error("{reference}: not found: {message}")]
+    NotFound { reference: String, message: String },
+    /// The registry answered something unusable: HTML, a digest or size that does not match, an
+    /// oversized manifest.
+    #[error("{reference}: invalid answer: {message}")]
+    Invalid { reference: String, message: String },
+}
+
+impl RegistryError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RegistryError::Unavailable { .. })
+    }
+}
+
+/// Where a blob's bytes go while they download. `restart` discards what was written, so a
+/// download that broke mid-body can be retried from the start into the same sink.
+pub trait BlobSink: std::io::Write {
+    fn restart(&mut self) -> std::io::Result<()>;
+}
+
+/// An OCI distribution registry (with its mirrors, credentials and retry policy inside).
+pub trait Registry {
+    /// The manifest or index `reference` names (its digest, when given, wins over its tag). The
+    /// bytes must hash to `reference.digest` when one is given; at most [`MAX_MANIFEST_SIZE`].
+    fn fetch_manifest(&self, reference: &RegistryRef) -> Result<FetchedManifest, RegistryError>;
+
+    /// Streams the blob `descriptor` of `reference`'s repository into `sink`. The adapter checks
+    /// the size as bytes arrive (a registry that sends more is cut off); the store checks the
+    /// digest when the sink is committed.
+    fn fetch_blob(&self, reference: &RegistryRef, descriptor: &Descriptor, sink: &mut dyn BlobSink) -> Result<u64, RegistryError>;
+
+    /// Uploads a blob into `reference`'s repository, unless the registry already has it.
+    fn push_blob(&self, reference: &RegistryRef, digest: &Digest, bytes: &[u8]) -> Result<(), RegistryError>;
+
+    /// Uploads a manifest under `reference`'s tag (or by digest); returns the registry's digest.
+    fn push_manifest(&self, reference: &RegistryRef, bytes: &[u8], media_type: &str) -> Result<Digest, RegistryError>;
+}
