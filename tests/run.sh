@@ -5,7 +5,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-# Real servers the integration tests start on loopback: git daemon (git), sshd, lighttpd (https).
+# Real servers the integration tests start on loopback: git daemon (git), sshd, lighttpd (https),
+# docker-registry (OCI).
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -14,6 +15,11 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v ssh-keyscan >/dev/null || need_apt+=(openssh-client)
 command -v lighttpd >/dev/null || need_apt+=(lighttpd)
 [ -e /usr/lib/lighttpd/mod_openssl.so ] || need_apt+=(lighttpd-mod-openssl)
+# OCI: a real registry, and independent tools that make and read images.
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v umoci >/dev/null || need_apt+=(umoci)
+command -v htpasswd >/dev/null || need_apt+=(apache2-utils)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi

@@ -2,11 +2,12 @@
 //! on stdout after it returned, until it is killed with SIGKILL.
 //!
 //!   crash-writer state DIR    records whose fields must agree (lastSync == lastError.at)
-//!   crash-writer blobs DIR    blobs of 256 KiB to 4 MiB
+//!   crash-writer blobs DIR    blobs of 256 KiB to 4 MiB into an OCI layout store
 
-use fleetlet_engine::ports::{BlobStore, StateStore};
+use fleetlet_engine::ports::StateStore;
 use fleetlet_engine::{AgentState, CycleError, Stage};
-use fleetlet_state::{FsBlobStore, SledStateStore};
+use fleetlet_state::SledStateStore;
+use fleetlet_store::OciStore;
 use std::io::Write;
 use std::path::Path;
 
@@ -42,7 +43,7 @@ fn main() {
             }
         }
         "blobs" => {
-            let store = FsBlobStore::open(dir).expect("open blob store");
+            let store = OciStore::open(dir).expect("open artifact store");
             let mut seed: u64 = std::process::id() as u64;
             loop {
                 seed = seed

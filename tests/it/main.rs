@@ -6,4 +6,5 @@ mod agent;
 mod cli;
 mod git;
 mod state;
+mod store;
 mod wasm;

@@ -4,7 +4,8 @@
 
 use fleetlet_core::Digest;
 use fleetlet_engine::ports::{BlobStore, StateStore};
-use fleetlet_state::{FsBlobStore, SledStateStore};
+use fleetlet_state::SledStateStore;
+use fleetlet_store::OciStore;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -74,15 +75,18 @@ fn blobs_are_never_visible_partially_after_sigkill() {
         if let Some(d) = run_and_kill("blobs", dir.path(), 10 + round * 23) {
             acked.push(d.parse::<Digest>().unwrap());
         }
-        let store = FsBlobStore::open(dir.path()).unwrap();
+        let store = OciStore::open(dir.path()).unwrap();
+        assert!(
+            std::fs::read_dir(dir.path().join(".tmp"))
+                .unwrap()
+                .next()
+                .is_none(),
+            "opening the store removes leftover temp files"
+        );
         let mut visible = 0;
-        for entry in std::fs::read_dir(dir.path().join("sha256")).unwrap() {
+        for entry in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap() {
             let entry = entry.unwrap();
             let name = entry.file_name().to_string_lossy().into_owned();
-            assert!(
-                !name.starts_with(".tmp-"),
-                "opening the store removes leftover temp files"
-            );
             let digest: Digest = format!("sha256:{name}").parse().unwrap();
             let bytes = std::fs::read(entry.path()).unwrap();
             assert_eq!(

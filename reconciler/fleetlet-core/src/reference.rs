@@ -54,8 +54,11 @@ fn valid_tag(t: &str) -> bool {
     // OCI distribution: [a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}
     !t.is_empty()
         && t.len() <= 128
-        && t.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && t.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 fn valid_repository(r: &str) -> bool {
@@ -63,7 +66,8 @@ fn valid_repository(r: &str) -> bool {
     !r.is_empty()
         && r.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
                 && c.bytes().last().is_some_and(|b| b.is_ascii_alphanumeric())
         })
@@ -72,7 +76,10 @@ fn valid_repository(r: &str) -> bool {
 /// Splits `name[:tag][@digest]`, where the name may itself hold a `:port`.
 fn split_tag_digest(s: &str) -> Result<(&str, Option<String>, Option<Digest>), String> {
     let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| e.reason.to_string())?)),
+        Some((r, d)) => (
+            r,
+            Some(d.parse::<Digest>().map_err(|e| e.reason.to_string())?),
+        ),
         None => (s, None),
     };
     // A tag is after the last ':' that comes after the last '/'.
@@ -100,7 +107,10 @@ impl FromStr for ArtifactRef {
         if let Some(rest) = input.strip_prefix("oci:") {
             // skopeo: oci:PATH[:TAG] or oci:PATH@DIGEST; a path may not contain ':' then.
             let (path, digest) = match rest.split_once('@') {
-                Some((p, d)) => (p, Some(d.parse::<Digest>().map_err(|e| err(e.reason.to_string()))?)),
+                Some((p, d)) => (
+                    p,
+                    Some(d.parse::<Digest>().map_err(|e| err(e.reason.to_string()))?),
+                ),
                 None => (rest, None),
             };
             let (path, tag) = match (digest.is_some(), path.rsplit_once(':')) {
@@ -129,7 +139,9 @@ impl FromStr for ArtifactRef {
         }
         let (name, tag, digest) = split_tag_digest(input).map_err(err)?;
         let (registry, repository) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            Some((first, rest))
+                if first.contains('.') || first.contains(':') || first == "localhost" =>
+            {
                 (first.to_string(), rest.to_string())
             }
             _ if name.contains('/') => (DEFAULT_REGISTRY.to_string(), name.to_string()),
@@ -141,7 +153,10 @@ impl FromStr for ArtifactRef {
             )));
         }
         if tag.is_none() && digest.is_none() {
-            return Err(err("name a tag (:1.2.0) or a digest (@sha256:…); fleetlet never assumes :latest".into()));
+            return Err(err(
+                "name a tag (:1.2.0) or a digest (@sha256:…); fleetlet never assumes :latest"
+                    .into(),
+            ));
         }
         Ok(ArtifactRef::Registry(RegistryRef {
             registry,
@@ -152,7 +167,11 @@ impl FromStr for ArtifactRef {
     }
 }
 
-fn write_tail(f: &mut fmt::Formatter<'_>, tag: &Option<String>, digest: &Option<Digest>) -> fmt::Result {
+fn write_tail(
+    f: &mut fmt::Formatter<'_>,
+    tag: &Option<String>,
+    digest: &Option<Digest>,
+) -> fmt::Result {
     if let Some(t) = tag {
         write!(f, ":{t}")?;
     }
@@ -190,28 +209,61 @@ mod tests {
     #[test]
     fn parses_registry_references() {
         let cases: &[(&str, &str, &str, Option<&str>, bool)] = &[
-            ("registry.example.com/fleet/gw:1.4.0", "registry.example.com", "fleet/gw", Some("1.4.0"), false),
-            ("127.0.0.1:5000/app:v1", "127.0.0.1:5000", "app", Some("v1"), false),
+            (
+                "registry.example.com/fleet/gw:1.4.0",
+                "registry.example.com",
+                "fleet/gw",
+                Some("1.4.0"),
+                false,
+            ),
+            (
+                "127.0.0.1:5000/app:v1",
+                "127.0.0.1:5000",
+                "app",
+                Some("v1"),
+                false,
+            ),
             ("localhost/app:v1", "localhost", "app", Some("v1"), false),
-            ("nginx:1.27", "docker.io", "library/nginx", Some("1.27"), false),
+            (
+                "nginx:1.27",
+                "docker.io",
+                "library/nginx",
+                Some("1.27"),
+                false,
+            ),
             ("acme/app:2", "docker.io", "acme/app", Some("2"), false),
         ];
         for (input, registry, repository, tag, _) in cases {
-            let ArtifactRef::Registry(r) = input.parse().unwrap() else { panic!("{input}") };
-            assert_eq!((r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()), (*registry, *repository, *tag), "{input}");
+            let ArtifactRef::Registry(r) = input.parse().unwrap() else {
+                panic!("{input}")
+            };
+            assert_eq!(
+                (r.registry.as_str(), r.repository.as_str(), r.tag.as_deref()),
+                (*registry, *repository, *tag),
+                "{input}"
+            );
         }
         let r: ArtifactRef = format!("127.0.0.1:5000/a/b:t@{D}").parse().unwrap();
         assert_eq!(r.to_string(), format!("127.0.0.1:5000/a/b:t@{D}"));
-        let ArtifactRef::Registry(r) = format!("host.io/a@{D}").parse().unwrap() else { panic!() };
+        let ArtifactRef::Registry(r) = format!("host.io/a@{D}").parse().unwrap() else {
+            panic!()
+        };
         assert_eq!(r.digest.unwrap().to_string(), D);
         assert_eq!(r.tag, None);
     }
 
     #[test]
     fn parses_layout_references() {
-        let ArtifactRef::Layout(l) = "oci:/tmp/layout:v1".parse().unwrap() else { panic!() };
-        assert_eq!((l.path.as_str(), l.tag.as_deref()), ("/tmp/layout", Some("v1")));
-        let ArtifactRef::Layout(l) = format!("oci:rel/dir@{D}").parse().unwrap() else { panic!() };
+        let ArtifactRef::Layout(l) = "oci:/tmp/layout:v1".parse().unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (l.path.as_str(), l.tag.as_deref()),
+            ("/tmp/layout", Some("v1"))
+        );
+        let ArtifactRef::Layout(l) = format!("oci:rel/dir@{D}").parse().unwrap() else {
+            panic!()
+        };
         assert_eq!((l.path.as_str(), l.tag), ("rel/dir", None));
         assert_eq!(l.digest.unwrap().to_string(), D);
     }

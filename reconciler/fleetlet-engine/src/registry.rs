@@ -65,11 +65,26 @@ pub trait Registry {
     /// Streams the blob `descriptor` of `reference`'s repository into `sink`. The adapter checks
     /// the size as bytes arrive (a registry that sends more is cut off); the store checks the
     /// digest when the sink is committed.
-    fn fetch_blob(&self, reference: &RegistryRef, descriptor: &Descriptor, sink: &mut dyn BlobSink) -> Result<u64, RegistryError>;
+    fn fetch_blob(
+        &self,
+        reference: &RegistryRef,
+        descriptor: &Descriptor,
+        sink: &mut dyn BlobSink,
+    ) -> Result<u64, RegistryError>;
 
     /// Uploads a blob into `reference`'s repository, unless the registry already has it.
-    fn push_blob(&self, reference: &RegistryRef, digest: &Digest, bytes: &[u8]) -> Result<(), RegistryError>;
+    fn push_blob(
+        &self,
+        reference: &RegistryRef,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError>;
 
     /// Uploads a manifest under `reference`'s tag (or by digest); returns the registry's digest.
-    fn push_manifest(&self, reference: &RegistryRef, bytes: &[u8], media_type: &str) -> Result<Digest, RegistryError>;
+    fn push_manifest(
+        &self,
+        reference: &RegistryRef,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError>;
 }

@@ -1,8 +1,6 @@
-//! The agent's local state under its state dir: the state record in `sled` (the "record" step of
-//! the cycle) and a content-addressed blob store for components (so a restart needs no network).
+//! The agent's state record in `sled` (the "record" step of the cycle). Artifacts live in the
+//! artifact store (`fleetlet-store`).
 
-pub mod blobs;
 pub mod sled_store;
 
-pub use blobs::FsBlobStore;
 pub use sled_store::SledStateStore;

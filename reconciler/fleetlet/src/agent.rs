@@ -17,7 +17,8 @@ use axum::routing::get;
 use fleetlet_engine::ports::{Source, WorkloadRuntime};
 use fleetlet_engine::{Engine, Status};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig};
-use fleetlet_state::{FsBlobStore, SledStateStore};
+use fleetlet_state::SledStateStore;
+use fleetlet_store::OciStore;
 use fleetlet_wasm::{PoolingOptions, WasmHost, WasmHostConfig};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +131,7 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
 
 pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let state_dir = cfg.state_dir.clone();
-    for sub in ["", "blobs", "compiled", "volumes"] {
+    for sub in ["", "compiled", "volumes"] {
         std::fs::create_dir_all(state_dir.join(sub))
             .with_context(|| format!("creating {}", state_dir.join(sub).display()))?;
     }
@@ -143,7 +144,7 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let store = SledStateStore::open(&state_dir.join("db"))
         .context("opening the state store (is another agent running on this state dir?)")?;
-    let blobs = FsBlobStore::open(&state_dir.join("blobs")).context("opening the blob store")?;
+    let blobs = OciStore::open(&state_dir.join("oci")).context("opening the artifact store")?;
     let mut host_config = WasmHostConfig::new(
         state_dir.join("compiled"),
         state_dir.join("volumes"),

@@ -1,0 +1,293 @@
+//! The OCI image layout on disk: opening it, reading blobs, and the tagged entries of
+//! `index.json`.
+
+use crate::writer::{Claim, Inflight, WriteSlot};
+use fleetlet_core::Digest;
+use fleetlet_engine::registry::Descriptor;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
+pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("artifact store {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("blob {expected}: content has digest {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {digest}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        digest: Digest,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("artifact store {path}: index.json is unreadable: {message}")]
+    BadIndex { path: PathBuf, message: String },
+}
+
+pub(crate) fn io_err(path: &Path, what: &str, e: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        message: format!("{what}: {e}"),
+    }
+}
+
+/// One entry of `index.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefEntry {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl RefEntry {
+    pub fn name(&self) -> Option<&str> {
+        self.annotations.get(REF_NAME).map(String::as_str)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    schema_version: u32,
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<RefEntry>,
+}
+
+pub struct OciStore {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+    /// Serialises read-modify-write of `index.json` within this process.
+    index_lock: Mutex<()>,
+    pub(crate) inflight: Mutex<HashMap<Digest, Arc<Inflight>>>,
+}
+
+impl OciStore {
+    /// Opens (creating if needed) the layout at `root` and drops leftovers of interrupted writes.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let blobs = root.join("blobs").join("sha256");
+        let tmp = root.join(".tmp");
+        fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, "creating", e))?;
+        fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, "creating", e))?;
+        for entry in fs::read_dir(&tmp)
+            .map_err(|e| io_err(&tmp, "listing", e))?
+            .flatten()
+        {
+            let _ = fs::remove_file(entry.path());
+        }
+        let store = OciStore {
+            root: root.to_path_buf(),
+            blobs,
+            tmp,
+            index_lock: Mutex::new(()),
+            inflight: Mutex::new(HashMap::new()),
+        };
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            store.write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
+        }
+        if !root.join("index.json").exists() {
+            store.write_index(&Index {
+                schema_version: 2,
+                media_type: Some(INDEX_MEDIA_TYPE.into()),
+                manifests: vec![],
+            })?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub(crate) fn blobs_dir(&self) -> &Path {
+        &self.blobs
+    }
+
+    pub fn path_of(&self, digest: &Digest) -> PathBuf {
+        self.blobs.join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path_of(digest).is_file()
+    }
+
+    /// Size on disk of a stored blob.
+    pub fn size_of(&self, digest: &Digest) -> Option<u64> {
+        fs::metadata(self.path_of(digest)).ok().map(|m| m.len())
+    }
+
+    /// The blob's bytes, verified against its digest; `None` when absent.
+    pub fn read(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.path_of(digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&path, "reading", e)),
+        };
+        let actual = Digest::of(&bytes);
+        if actual != *digest {
+            return Err(StoreError::DigestMismatch {
+                expected: *digest,
+                actual,
+            });
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Opens a blob for streaming (the registry mirror); not re-verified here.
+    pub fn open_blob(&self, digest: &Digest) -> Option<fs::File> {
+        fs::File::open(self.path_of(digest)).ok()
+    }
+
+    /// A slot to write `digest`: `Present` when the store has it (or another writer in this
+    /// process just finished it), else a writer that owns the download until committed or
+    /// dropped. `size`, when known, is enforced while writing.
+    pub fn slot(&self, digest: &Digest, size: Option<u64>) -> Result<WriteSlot<'_>, StoreError> {
+        loop {
+            if self.contains(digest) {
+                return Ok(WriteSlot::Present);
+            }
+            let waiting = {
+                let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+                match map.get(digest) {
+                    Some(other) => other.clone(),
+                    None => {
+                        let claim = Arc::new(Inflight::default());
+                        map.insert(*digest, claim.clone());
+                        let claim = Claim::new(self, *digest, claim);
+                        return crate::writer::BlobWriter::new(self, *digest, size, claim)
+                            .map(|w| WriteSlot::Writer(Box::new(w)));
+                    }
+                }
+            };
+            // Another writer has it: wait, then look again (it may have failed).
+            waiting.wait();
+        }
+    }
+
+    /// Stores `bytes` (verified against their own digest) and returns the digest.
+    pub fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(bytes);
+        // A blob already there is kept only if intact: bit rot is repaired by the next put.
+        if let Ok(existing) = fs::read(self.path_of(&digest))
+            && Digest::of(&existing) == digest
+        {
+            return Ok(digest);
+        }
+        let _ = fs::remove_file(self.path_of(&digest));
+        match self.slot(&digest, Some(bytes.len() as u64))? {
+            WriteSlot::Present => Ok(digest),
+            WriteSlot::Writer(mut w) => {
+                w.write_all(bytes)
+                    .map_err(|e| io_err(&self.tmp, "writing", e))?;
+                w.commit()
+            }
+        }
+    }
+
+    /// Every tagged entry of `index.json`.
+    pub fn refs(&self) -> Result<Vec<RefEntry>, StoreError> {
+        Ok(self.read_index()?.manifests)
+    }
+
+    /// Points `name` at `descriptor` in `index.json` (replacing an entry of the same name).
+    pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.read_index()?;
+        index.manifests.retain(|m| m.name() != Some(name));
+        index.manifests.push(RefEntry {
+            media_type: descriptor.media_type.clone(),
+            digest: descriptor.digest,
+            size: descriptor.size,
+            annotations: BTreeMap::from([(REF_NAME.to_string(), name.to_string())]),
+        });
+        index.manifests.sort_by(|a, b| a.name().cmp(&b.name()));
+        self.write_index(&index)
+    }
+
+    /// Removes the entry `name` from `index.json`; true when there was one.
+    pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
+        let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut index = self.read_index()?;
+        let before = index.manifests.len();
+        index.manifests.retain(|m| m.name() != Some(name));
+        let removed = index.manifests.len() != before;
+        if removed {
+            self.write_index(&index)?;
+        }
+        Ok(removed)
+    }
+
+    /// Every stored blob with its size, in digest order.
+    pub fn blobs(&self) -> Result<Vec<(Digest, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.blobs)
+            .map_err(|e| io_err(&self.blobs, "listing", e))?
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let (Ok(d), Ok(meta)) =
+                (format!("sha256:{name}").parse::<Digest>(), entry.metadata())
+            {
+                out.push((d, meta.len()));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn read_index(&self) -> Result<Index, StoreError> {
+        let path = self.root.join("index.json");
+        let mut text = String::new();
+        fs::File::open(&path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|e| io_err(&path, "reading", e))?;
+        serde_json::from_str(&text).map_err(|e| StoreError::BadIndex {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    fn write_index(&self, index: &Index) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(index).expect("index serialises");
+        self.write_atomic(&self.root.join("index.json"), &bytes)
+    }
+
+    /// Write-temp, fsync, rename, fsync folder.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut tmp = tempfile::NamedTempFile::new_in(&self.tmp)
+            .map_err(|e| io_err(&self.tmp, "creating temp file", e))?;
+        tmp.write_all(bytes)
+            .map_err(|e| io_err(path, "writing", e))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| io_err(path, "fsync", e))?;
+        tmp.persist(path)
+            .map_err(|e| io_err(path, "renaming into place", e.error))?;
+        sync_dir(path.parent().unwrap_or(&self.root));
+        Ok(())
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

@@ -1,0 +1,51 @@
+//! The site's artifact store (the "cache" step of the cycle): an OCI image layout under the state
+//! dir that standard tools (`skopeo inspect oci:…`, `umoci`) read.
+//!
+//! ```text
+//! <root>/
+//!   oci-layout             {"imageLayoutVersion":"1.0.0"}
+//!   index.json             tagged entries (org.opencontainers.image.ref.name)
+//!   blobs/sha256/<hex>     every blob, named by its digest
+//!   .tmp/                  blobs being written; never visible under a real name
+//! ```
+//!
+//! Guarantees: a blob appears under `blobs/` only after it was hashed as it streamed, fsynced,
+//! checked against the expected digest and size, and renamed into place (then the folder is
+//! fsynced). `index.json` is replaced atomically. A crash leaves at most stray files in `.tmp/`,
+//! removed on open. Within one process, concurrent writers of one blob share one download.
+
+mod gc;
+mod layout;
+mod writer;
+
+pub use gc::{GcReport, VerifyReport};
+pub use layout::{OciStore, RefEntry, StoreError};
+pub use writer::{BlobWriter, WriteSlot};
+
+impl fleetlet_engine::ports::BlobStore for OciStore {
+    fn put(
+        &self,
+        bytes: &[u8],
+    ) -> Result<fleetlet_core::Digest, fleetlet_engine::ports::StoreError> {
+        OciStore::put(self, bytes).map_err(to_port)
+    }
+
+    fn get(
+        &self,
+        digest: &fleetlet_core::Digest,
+    ) -> Result<Option<Vec<u8>>, fleetlet_engine::ports::StoreError> {
+        self.read(digest).map_err(to_port)
+    }
+}
+
+fn to_port(e: StoreError) -> fleetlet_engine::ports::StoreError {
+    match e {
+        StoreError::DigestMismatch { expected, actual } => {
+            fleetlet_engine::ports::StoreError::DigestMismatch { expected, actual }
+        }
+        other => fleetlet_engine::ports::StoreError::Io {
+            digest: String::new(),
+            message: other.to_string(),
+        },
+    }
+}
