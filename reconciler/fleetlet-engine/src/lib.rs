@@ -2,6 +2,7 @@
 //! the ports in [`ports`]. It owns the order of the steps and the last-known-good rule; it knows
 //! no adapter by name.
 
+pub mod artifacts;
 pub mod engine;
 pub mod ports;
 pub mod record;

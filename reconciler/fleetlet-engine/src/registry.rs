@@ -88,3 +88,23 @@ pub trait Registry {
         media_type: &str,
     ) -> Result<Digest, RegistryError>;
 }
+
+/// A download in progress into the artifact store.
+pub trait BlobUpload: BlobSink {
+    /// Makes the blob visible if it is complete and matches its digest and size.
+    fn commit(self: Box<Self>) -> Result<Digest, crate::ports::StoreError>;
+}
+
+/// The site's artifact store as the pull step sees it.
+pub trait ArtifactStore: crate::ports::BlobStore {
+    fn contains(&self, digest: &Digest) -> bool;
+    /// A writer for `digest`, or `None` when the store already has it (or another download of it
+    /// in this process just finished).
+    fn begin(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Box<dyn BlobUpload + '_>>, crate::ports::StoreError>;
+    /// Names a manifest in the store's index (`registry/repo:tag@digest`).
+    fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), crate::ports::StoreError>;
+}

@@ -10,16 +10,22 @@
 //! fold HTTP statuses into strings (no `Retry-After`, no way to tell 429 from 500 from 403),
 //! and have no retries or mirrors.
 
-use crate::config::{ConfigError, Credentials, HostConfig, RegistryConfig, is_loopback, load_ca, load_docker_config};
+use crate::config::{
+    ConfigError, Credentials, HostConfig, RegistryConfig, is_loopback, load_ca, load_docker_config,
+};
 use fleetlet_core::Digest;
 use fleetlet_core::reference::RegistryRef;
-use fleetlet_engine::registry::{BlobSink, Descriptor, FetchedManifest, MAX_MANIFEST_SIZE, Registry, RegistryError};
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use fleetlet_engine::registry::{
+    BlobSink, Descriptor, FetchedManifest, MAX_MANIFEST_SIZE, Registry, RegistryError,
+};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, LOCATION,
+    RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
-use std::io::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -30,7 +36,12 @@ pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 /// Manifest media types fleetlet understands (schema 1 and anything else is refused).
-pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST];
+pub const MANIFEST_MEDIA_TYPES: [&str; 4] = [
+    OCI_MANIFEST,
+    OCI_INDEX,
+    DOCKER_MANIFEST,
+    DOCKER_MANIFEST_LIST,
+];
 
 /// The API host of Docker Hub, which references call `docker.io`.
 const DOCKER_HUB_API: &str = "registry-1.docker.io";
@@ -75,7 +86,10 @@ impl Endpoint {
 #[derive(Debug)]
 enum Failure {
     /// Worth retrying: network errors, timeouts, 5xx, 429 (with its `Retry-After`).
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     Denied(String),
     NotFound(String),
     Invalid(String),
@@ -171,7 +185,10 @@ impl fmt::Debug for OciRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OciRegistry")
             .field("config", &self.config)
-            .field("credential_hosts", &self.credentials.keys().collect::<Vec<_>>())
+            .field(
+                "credential_hosts",
+                &self.credentials.keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -181,7 +198,10 @@ impl OciRegistry {
     /// one that another thread drives): the adapter blocks on it with `Handle::block_on` from
     /// the caller's thread, which must not itself be a runtime thread. Reads the CA files and
     /// the Docker config now, so a broken one is reported at start-up.
-    pub fn new(config: RegistryConfig, handle: tokio::runtime::Handle) -> Result<OciRegistry, ConfigError> {
+    pub fn new(
+        config: RegistryConfig,
+        handle: tokio::runtime::Handle,
+    ) -> Result<OciRegistry, ConfigError> {
         let credentials = match &config.docker_config {
             Some(path) => load_docker_config(path)?,
             None => BTreeMap::new(),
@@ -224,7 +244,11 @@ impl OciRegistry {
         let hc = self.host_config(host);
         let insecure = hc.is_some_and(|h| h.insecure);
         let has_ca = hc.is_some_and(|h| h.ca_file.is_some());
-        if insecure || (is_loopback(host) && !has_ca) { "http" } else { "https" }
+        if insecure || (is_loopback(host) && !has_ca) {
+            "http"
+        } else {
+            "https"
+        }
     }
 
     fn build_clients(&self, host: &str) -> Result<HostClients, ConfigError> {
@@ -257,7 +281,8 @@ impl OciRegistry {
             ..Default::default()
         };
         // try_from, not new: `Client::new` silently falls back to defaults on a bad config.
-        let oci = oci_client::Client::try_from(oci_config).map_err(|e| ConfigError::Client(format!("{host}: {e}")))?;
+        let oci = oci_client::Client::try_from(oci_config)
+            .map_err(|e| ConfigError::Client(format!("{host}: {e}")))?;
         let clients = HostClients { http, oci };
         if let Ok(mut map) = self.clients.lock() {
             map.insert(host.to_string(), clients.clone());
@@ -269,14 +294,19 @@ impl OciRegistry {
         if let Some(c) = self.clients.lock().ok().and_then(|m| m.get(host).cloned()) {
             return Ok(c);
         }
-        self.build_clients(host).map_err(|e| Failure::Invalid(e.to_string()))
+        self.build_clients(host)
+            .map_err(|e| Failure::Invalid(e.to_string()))
     }
 
     /// The mirrors of `registry`, then the registry itself.
     fn endpoints(&self, registry: &str, with_mirrors: bool) -> Vec<Endpoint> {
         let mut out = Vec::new();
         if with_mirrors {
-            for mirror in self.host_config(registry).map(|h| h.mirrors.as_slice()).unwrap_or_default() {
+            for mirror in self
+                .host_config(registry)
+                .map(|h| h.mirrors.as_slice())
+                .unwrap_or_default()
+            {
                 // Checked in `new`; a mirror that does not parse is skipped, never fatal here.
                 if let Ok((scheme, host)) = parse_mirror(mirror) {
                     let scheme = scheme.unwrap_or_else(|| self.scheme_for(&host));
@@ -302,12 +332,20 @@ impl OciRegistry {
     }
 
     fn credentials_for(&self, host: &str) -> Option<&Credentials> {
-        let key = if host == DOCKER_HUB_API { "docker.io" } else { host };
+        let key = if host == DOCKER_HUB_API {
+            "docker.io"
+        } else {
+            host
+        };
         self.credentials.get(key)
     }
 
     /// Runs `fut` to completion from the caller's (non-runtime) thread.
-    fn block_on<T>(&self, reference: impl fmt::Display, fut: impl Future<Output = Result<T, RegistryError>>) -> Result<T, RegistryError> {
+    fn block_on<T>(
+        &self,
+        reference: impl fmt::Display,
+        fut: impl Future<Output = Result<T, RegistryError>>,
+    ) -> Result<T, RegistryError> {
         if tokio::runtime::Handle::try_current().is_ok() {
             // block_on would panic inside a runtime; say what went wrong instead.
             return Err(RegistryError::Unavailable {
@@ -323,7 +361,8 @@ impl OciRegistry {
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self.config.backoff.as_millis().max(1) as u64;
         let ceiling = base.saturating_mul(1 << attempt.min(5));
-        let random = std::collections::hash_map::RandomState::new().hash_one(self.jitter_counter.fetch_add(1, Ordering::Relaxed));
+        let random = std::collections::hash_map::RandomState::new()
+            .hash_one(self.jitter_counter.fetch_add(1, Ordering::Relaxed));
         Duration::from_millis(ceiling / 2 + random % (ceiling / 2 + 1))
     }
 
@@ -351,7 +390,10 @@ impl OciRegistry {
             }
             let Some(failure) = last else {
                 // Unreachable (the registry itself is always the last endpoint), but not worth a panic.
-                return Err((Failure::Invalid("no endpoint to try".into()), mirror_failures));
+                return Err((
+                    Failure::Invalid("no endpoint to try".into()),
+                    mirror_failures,
+                ));
             };
             let Failure::Transient { retry_after, .. } = &failure else {
                 return Err((failure, mirror_failures));
@@ -384,14 +426,28 @@ impl OciRegistry {
         let clients = self.clients(&endpoint.host)?;
         // Credentials go only to the registry they belong to, never to a host a Location
         // header points at (cloud storage, a CDN): the distribution spec forbids it.
-        let same_host = url.host_str().zip(url.port_or_known_default()).map(|(h, p)| (h.to_string(), p))
+        let same_host = url
+            .host_str()
+            .zip(url.port_or_known_default())
+            .map(|(h, p)| (h.to_string(), p))
             == Url::parse(&format!("{}://{}", endpoint.scheme, endpoint.host))
                 .ok()
-                .and_then(|u| u.host_str().zip(u.port_or_known_default()).map(|(h, p)| (h.to_string(), p)));
+                .and_then(|u| {
+                    u.host_str()
+                        .zip(u.port_or_known_default())
+                        .map(|(h, p)| (h.to_string(), p))
+                });
         let key = (endpoint.host.clone(), repository.to_string(), op);
         let mut answered_challenge = false;
         loop {
-            let auth = if same_host { self.auth_cache.lock().ok().and_then(|m| m.get(&key).cloned()) } else { None };
+            let auth = if same_host {
+                self.auth_cache
+                    .lock()
+                    .ok()
+                    .and_then(|m| m.get(&key).cloned())
+            } else {
+                None
+            };
             let mut request = decorate(clients.http.request(method.clone(), url.clone()));
             if let Some(value) = &auth {
                 request = request.header(AUTHORIZATION, value.clone());
@@ -400,8 +456,16 @@ impl OciRegistry {
             if response.status() != StatusCode::UNAUTHORIZED || answered_challenge || !same_host {
                 return Ok(response);
             }
-            let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-            let Some(value) = self.answer_challenge(endpoint, &clients, repository, op, &challenge).await? else {
+            let challenge = response
+                .headers()
+                .get(WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let Some(value) = self
+                .answer_challenge(endpoint, &clients, repository, op, &challenge)
+                .await?
+            else {
                 return Ok(response);
             };
             if let Ok(mut cache) = self.auth_cache.lock() {
@@ -422,13 +486,23 @@ impl OciRegistry {
         challenge: &str,
     ) -> Result<Option<HeaderValue>, Failure> {
         let creds = self.credentials_for(&endpoint.host);
-        let scheme = challenge.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        let scheme = challenge
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
         if scheme == "bearer" {
             let auth = match creds {
-                Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+                Some(c) => {
+                    oci_client::secrets::RegistryAuth::Basic(c.username.clone(), c.password.clone())
+                }
                 None => oci_client::secrets::RegistryAuth::Anonymous,
             };
-            let reference = oci_client::Reference::with_tag(endpoint.host.clone(), repository.to_string(), "latest".to_string());
+            let reference = oci_client::Reference::with_tag(
+                endpoint.host.clone(),
+                repository.to_string(),
+                "latest".to_string(),
+            );
             let oci_op = match op {
                 Op::Pull => oci_client::RegistryOperation::Pull,
                 Op::Push => oci_client::RegistryOperation::Push,
@@ -436,20 +510,33 @@ impl OciRegistry {
             return match clients.oci.auth(&reference, &auth, oci_op).await {
                 Ok(Some(token)) => HeaderValue::from_str(&format!("Bearer {token}"))
                     .map(Some)
-                    .map_err(|_| Failure::Invalid("the token service returned a token that is not a valid header".into())),
+                    .map_err(|_| {
+                        Failure::Invalid(
+                            "the token service returned a token that is not a valid header".into(),
+                        )
+                    }),
                 Ok(None) => Ok(None),
-                Err(oci_client::errors::OciDistributionError::AuthenticationFailure(reason)) => Err(Failure::Denied(format!(
-                    "token service refused {} ({}): {}",
-                    if creds.is_some() { "the credentials" } else { "anonymous access" },
-                    endpoint.host,
-                    reason.trim()
-                ))),
+                Err(oci_client::errors::OciDistributionError::AuthenticationFailure(reason)) => {
+                    Err(Failure::Denied(format!(
+                        "token service refused {} ({}): {}",
+                        if creds.is_some() {
+                            "the credentials"
+                        } else {
+                            "anonymous access"
+                        },
+                        endpoint.host,
+                        reason.trim()
+                    )))
+                }
                 Err(e) => Err(Failure::transient(format!("token service: {e}"))),
             };
         }
         // A basic challenge (or none at all): send the user and password, if we have them.
         let Some(creds) = creds else { return Ok(None) };
-        let value = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{}:{}", creds.username, creds.password));
+        let value = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", creds.username, creds.password),
+        );
         HeaderValue::from_str(&format!("Basic {value}"))
             .map(Some)
             .map_err(|_| Failure::Invalid("credentials cannot be sent as a header".into()))
@@ -467,13 +554,28 @@ impl OciRegistry {
             }
         }
         let detail = error_detail(&body);
-        let status_text = format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or(""));
-        let with_detail = |s: String| if detail.is_empty() { s } else { format!("{s}: {detail}") };
+        let status_text = format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let with_detail = |s: String| {
+            if detail.is_empty() {
+                s
+            } else {
+                format!("{s}: {detail}")
+            }
+        };
         match status {
-            StatusCode::UNAUTHORIZED => Failure::Denied(match self.credentials_for(&endpoint.host) {
-                Some(c) => format!("{status_text} (credentials of {} for {} rejected)", c.username, endpoint.host),
-                None => format!("{status_text} (no credentials for {})", endpoint.host),
-            }),
+            StatusCode::UNAUTHORIZED => {
+                Failure::Denied(match self.credentials_for(&endpoint.host) {
+                    Some(c) => format!(
+                        "{status_text} (credentials of {} for {} rejected)",
+                        c.username, endpoint.host
+                    ),
+                    None => format!("{status_text} (no credentials for {})", endpoint.host),
+                })
+            }
             StatusCode::FORBIDDEN => Failure::Denied(with_detail(status_text)),
             StatusCode::NOT_FOUND => Failure::NotFound(with_detail(status_text)),
             StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => Failure::Transient {
@@ -488,11 +590,23 @@ impl OciRegistry {
         }
     }
 
-    async fn fetch_manifest_once(&self, endpoint: &Endpoint, reference: &RegistryRef, target: &str) -> Result<FetchedManifest, Failure> {
+    async fn fetch_manifest_once(
+        &self,
+        endpoint: &Endpoint,
+        reference: &RegistryRef,
+        target: &str,
+    ) -> Result<FetchedManifest, Failure> {
         let url = endpoint.url(&format!("/v2/{}/manifests/{target}", reference.repository))?;
         let accept = MANIFEST_MEDIA_TYPES.join(", ");
         let mut response = self
-            .send(endpoint, &reference.repository, Op::Pull, Method::GET, url, &|r| r.header(ACCEPT, accept.as_str()))
+            .send(
+                endpoint,
+                &reference.repository,
+                Op::Pull,
+                Method::GET,
+                url,
+                &|r| r.header(ACCEPT, accept.as_str()),
+            )
             .await?;
         if response.status() != StatusCode::OK {
             return Err(self.status_failure(endpoint, response).await);
@@ -500,20 +614,34 @@ impl OciRegistry {
         if let Some(len) = declared_length(response.headers())
             && len > MAX_MANIFEST_SIZE
         {
-            return Err(Failure::Invalid(format!("manifest of {len} bytes exceeds the {MAX_MANIFEST_SIZE}-byte limit")));
+            return Err(Failure::Invalid(format!(
+                "manifest of {len} bytes exceeds the {MAX_MANIFEST_SIZE}-byte limit"
+            )));
         }
         let content_type = response
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
-        let header_digest = response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let header_digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(Failure::from_reqwest)? {
             // Counted as it arrives: a registry without Content-Length cannot make us buffer more.
             if bytes.len() as u64 + chunk.len() as u64 > MAX_MANIFEST_SIZE {
-                return Err(Failure::Invalid(format!("manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit")));
+                return Err(Failure::Invalid(format!(
+                    "manifest exceeds the {MAX_MANIFEST_SIZE}-byte limit"
+                )));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -522,7 +650,9 @@ impl OciRegistry {
         if let Some(want) = &reference.digest
             && *want != digest
         {
-            return Err(Failure::Invalid(format!("manifest bytes hash to {digest}, not the pinned {want}")));
+            return Err(Failure::Invalid(format!(
+                "manifest bytes hash to {digest}, not the pinned {want}"
+            )));
         }
         if let Some(header) = header_digest
             && let Ok(claimed) = header.parse::<Digest>()
@@ -549,11 +679,25 @@ impl OciRegistry {
     ) -> Result<u64, Failure> {
         if *dirty {
             // Bytes of a broken attempt are in the sink: start it over rather than append.
-            sink.restart().map_err(|e| Failure::Local(format!("restarting the download in the store: {e}")))?;
+            sink.restart().map_err(|e| {
+                Failure::Local(format!("restarting the download in the store: {e}"))
+            })?;
             *dirty = false;
         }
-        let url = endpoint.url(&format!("/v2/{}/blobs/{}", reference.repository, descriptor.digest))?;
-        let mut response = self.send(endpoint, &reference.repository, Op::Pull, Method::GET, url, &|r| r).await?;
+        let url = endpoint.url(&format!(
+            "/v2/{}/blobs/{}",
+            reference.repository, descriptor.digest
+        ))?;
+        let mut response = self
+            .send(
+                endpoint,
+                &reference.repository,
+                Op::Pull,
+                Method::GET,
+                url,
+                &|r| r,
+            )
+            .await?;
         if response.status() != StatusCode::OK {
             return Err(self.status_failure(endpoint, response).await);
         }
@@ -587,8 +731,12 @@ impl OciRegistry {
                 )));
             }
             *dirty = true;
-            sink.write_all(&chunk)
-                .map_err(|e| Failure::Local(format!("writing blob {} to the store: {e}", descriptor.digest)))?;
+            sink.write_all(&chunk).map_err(|e| {
+                Failure::Local(format!(
+                    "writing blob {} to the store: {e}",
+                    descriptor.digest
+                ))
+            })?;
             written += chunk.len() as u64;
         }
         if written < size {
@@ -597,14 +745,27 @@ impl OciRegistry {
                 descriptor.digest
             )));
         }
-        sink.flush().map_err(|e| Failure::Local(format!("writing blob {} to the store: {e}", descriptor.digest)))?;
+        sink.flush().map_err(|e| {
+            Failure::Local(format!(
+                "writing blob {} to the store: {e}",
+                descriptor.digest
+            ))
+        })?;
         Ok(written)
     }
 
-    async fn push_blob_once(&self, endpoint: &Endpoint, reference: &RegistryRef, digest: &Digest, body: &bytes::Bytes) -> Result<(), Failure> {
+    async fn push_blob_once(
+        &self,
+        endpoint: &Endpoint,
+        reference: &RegistryRef,
+        digest: &Digest,
+        body: &bytes::Bytes,
+    ) -> Result<(), Failure> {
         let repo = &reference.repository;
         let blob_url = endpoint.url(&format!("/v2/{repo}/blobs/{digest}"))?;
-        let head = self.send(endpoint, repo, Op::Push, Method::HEAD, blob_url, &|r| r).await?;
+        let head = self
+            .send(endpoint, repo, Op::Push, Method::HEAD, blob_url, &|r| r)
+            .await?;
         match head.status() {
             StatusCode::OK => return Ok(()),
             StatusCode::NOT_FOUND => {}
@@ -612,7 +773,14 @@ impl OciRegistry {
         }
         let start_url = endpoint.url(&format!("/v2/{repo}/blobs/uploads/"))?;
         let started = self
-            .send(endpoint, repo, Op::Push, Method::POST, start_url.clone(), &|r| r.header(CONTENT_LENGTH, "0"))
+            .send(
+                endpoint,
+                repo,
+                Op::Push,
+                Method::POST,
+                start_url.clone(),
+                &|r| r.header(CONTENT_LENGTH, "0"),
+            )
             .await?;
         if started.status() != StatusCode::ACCEPTED {
             return Err(self.status_failure(endpoint, started).await);
@@ -623,14 +791,17 @@ impl OciRegistry {
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| Failure::Invalid("upload started without a Location header".into()))?;
         // Location may be relative to the registry, or absolute (another host, even).
-        let mut put_url = start_url
-            .join(location)
-            .map_err(|e| Failure::Invalid(format!("upload Location {location:?} is not a URL: {e}")))?;
-        put_url.query_pairs_mut().append_pair("digest", &digest.to_string());
+        let mut put_url = start_url.join(location).map_err(|e| {
+            Failure::Invalid(format!("upload Location {location:?} is not a URL: {e}"))
+        })?;
+        put_url
+            .query_pairs_mut()
+            .append_pair("digest", &digest.to_string());
         let body = body.clone();
         let put = self
             .send(endpoint, repo, Op::Push, Method::PUT, put_url, &|r| {
-                r.header(CONTENT_TYPE, "application/octet-stream").body(body.clone())
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body.clone())
             })
             .await?;
         if put.status() != StatusCode::CREATED {
@@ -650,20 +821,33 @@ impl OciRegistry {
     ) -> Result<Digest, Failure> {
         let url = endpoint.url(&format!("/v2/{}/manifests/{target}", reference.repository))?;
         let response = self
-            .send(endpoint, &reference.repository, Op::Push, Method::PUT, url, &|r| {
-                r.header(CONTENT_TYPE, media_type).body(body.clone())
-            })
+            .send(
+                endpoint,
+                &reference.repository,
+                Op::Push,
+                Method::PUT,
+                url,
+                &|r| r.header(CONTENT_TYPE, media_type).body(body.clone()),
+            )
             .await?;
         if response.status() != StatusCode::CREATED {
             return Err(self.status_failure(endpoint, response).await);
         }
-        match response.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+        match response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(header) => {
-                let claimed: Digest = header
-                    .parse()
-                    .map_err(|e| Failure::Invalid(format!("registry answered Docker-Content-Digest {header:?}: {e}")))?;
+                let claimed: Digest = header.parse().map_err(|e| {
+                    Failure::Invalid(format!(
+                        "registry answered Docker-Content-Digest {header:?}: {e}"
+                    ))
+                })?;
                 if claimed != computed {
-                    return Err(Failure::Invalid(format!("registry stored the manifest as {claimed}, but its bytes hash to {computed}")));
+                    return Err(Failure::Invalid(format!(
+                        "registry stored the manifest as {claimed}, but its bytes hash to {computed}"
+                    )));
                 }
                 Ok(claimed)
             }
@@ -673,14 +857,20 @@ impl OciRegistry {
 }
 
 /// Joins the registry's failure with what happened on the mirrors before it.
-fn finish<T>(reference: String, result: Result<T, (Failure, Vec<String>)>) -> Result<T, RegistryError> {
+fn finish<T>(
+    reference: String,
+    result: Result<T, (Failure, Vec<String>)>,
+) -> Result<T, RegistryError> {
     result.map_err(|(failure, mirrors)| {
         let failure = if mirrors.is_empty() {
             failure
         } else {
             let suffix = format!(" (after {})", mirrors.join("; "));
             match failure {
-                Failure::Transient { message, retry_after } => Failure::Transient {
+                Failure::Transient {
+                    message,
+                    retry_after,
+                } => Failure::Transient {
                     message: message + &suffix,
                     retry_after,
                 },
@@ -708,26 +898,44 @@ impl Registry for OciRegistry {
         };
         let endpoints = self.endpoints(&reference.registry, true);
         self.block_on(reference, async {
-            let result = self.with_retries(&endpoints, async |ep| self.fetch_manifest_once(ep, reference, &target).await).await;
+            let result = self
+                .with_retries(&endpoints, async |ep| {
+                    self.fetch_manifest_once(ep, reference, &target).await
+                })
+                .await;
             finish(reference.to_string(), result)
         })
     }
 
-    fn fetch_blob(&self, reference: &RegistryRef, descriptor: &Descriptor, sink: &mut dyn BlobSink) -> Result<u64, RegistryError> {
-        let blob_ref = format!("{}/{}@{}", reference.registry, reference.repository, descriptor.digest);
+    fn fetch_blob(
+        &self,
+        reference: &RegistryRef,
+        descriptor: &Descriptor,
+        sink: &mut dyn BlobSink,
+    ) -> Result<u64, RegistryError> {
+        let blob_ref = format!(
+            "{}/{}@{}",
+            reference.registry, reference.repository, descriptor.digest
+        );
         let endpoints = self.endpoints(&reference.registry, true);
         let mut dirty = false;
         self.block_on(&blob_ref, async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
-                    self.fetch_blob_once(ep, reference, descriptor, &mut *sink, &mut dirty).await
+                    self.fetch_blob_once(ep, reference, descriptor, &mut *sink, &mut dirty)
+                        .await
                 })
                 .await;
             finish(blob_ref.clone(), result)
         })
     }
 
-    fn push_blob(&self, reference: &RegistryRef, digest: &Digest, bytes: &[u8]) -> Result<(), RegistryError> {
+    fn push_blob(
+        &self,
+        reference: &RegistryRef,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
         let blob_ref = format!("{}/{}@{}", reference.registry, reference.repository, digest);
         let actual = Digest::of(bytes);
         if actual != *digest {
@@ -740,12 +948,21 @@ impl Registry for OciRegistry {
         let endpoints = self.endpoints(&reference.registry, false);
         let body = bytes::Bytes::copy_from_slice(bytes);
         self.block_on(&blob_ref, async {
-            let result = self.with_retries(&endpoints, async |ep| self.push_blob_once(ep, reference, digest, &body).await).await;
+            let result = self
+                .with_retries(&endpoints, async |ep| {
+                    self.push_blob_once(ep, reference, digest, &body).await
+                })
+                .await;
             finish(blob_ref.clone(), result)
         })
     }
 
-    fn push_manifest(&self, reference: &RegistryRef, bytes: &[u8], media_type: &str) -> Result<Digest, RegistryError> {
+    fn push_manifest(
+        &self,
+        reference: &RegistryRef,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError> {
         let computed = Digest::of(bytes);
         if let Some(want) = &reference.digest
             && *want != computed
@@ -755,13 +972,17 @@ impl Registry for OciRegistry {
                 message: format!("refusing to upload: the manifest hashes to {computed}"),
             });
         }
-        let target = reference.tag.clone().unwrap_or_else(|| computed.to_string());
+        let target = reference
+            .tag
+            .clone()
+            .unwrap_or_else(|| computed.to_string());
         let endpoints = self.endpoints(&reference.registry, false);
         let body = bytes::Bytes::copy_from_slice(bytes);
         self.block_on(reference, async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
-                    self.push_manifest_once(ep, reference, &target, &body, media_type, computed).await
+                    self.push_manifest_once(ep, reference, &target, &body, media_type, computed)
+                        .await
                 })
                 .await;
             finish(reference.to_string(), result)
@@ -787,12 +1008,24 @@ fn parse_mirror(mirror: &str) -> Result<(Option<&'static str>, String), String> 
 
 /// The `Content-Length` header as sent (reqwest's `content_length` is the body's size hint).
 fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from registries and is ignored).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -813,10 +1046,16 @@ fn error_detail(body: &[u8]) -> String {
     if let Ok(env) = serde_json::from_slice::<Envelope>(body)
         && let Some(first) = env.errors.first()
     {
-        return format!("{} {}", first.code, first.message).trim().to_string();
+        return format!("{} {}", first.code, first.message)
+            .trim()
+            .to_string();
     }
     let text = String::from_utf8_lossy(body);
-    let line = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("");
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
     line.chars().take(200).collect()
 }
 
@@ -837,13 +1076,19 @@ fn manifest_media_type(content_type: &str, bytes: &[u8]) -> Result<String, Strin
     let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
         format!(
             "the manifest is not JSON ({e}; Content-Type {:?})",
-            if content_type.is_empty() { "none" } else { content_type }
+            if content_type.is_empty() {
+                "none"
+            } else {
+                content_type
+            }
         )
     })?;
     if probe.schema_version != Some(2) {
         return Err(format!(
             "unsupported manifest schemaVersion {} (only 2)",
-            probe.schema_version.map_or("missing".to_string(), |v| v.to_string())
+            probe
+                .schema_version
+                .map_or("missing".to_string(), |v| v.to_string())
         ));
     }
     let known = |t: &str| MANIFEST_MEDIA_TYPES.contains(&t);
@@ -855,7 +1100,9 @@ fn manifest_media_type(content_type: &str, bytes: &[u8]) -> Result<String, Strin
         Some(t) => Err(format!("unsupported manifest media type {t:?}")),
         None if probe.manifests.is_some() => Ok(OCI_INDEX.to_string()),
         None if probe.config.is_some() => Ok(OCI_MANIFEST.to_string()),
-        None => Err(format!("cannot tell what kind of manifest this is (Content-Type {content_type:?}, no mediaType)")),
+        None => Err(format!(
+            "cannot tell what kind of manifest this is (Content-Type {content_type:?}, no mediaType)"
+        )),
     }
 }
 
@@ -866,33 +1113,60 @@ mod tests {
     #[test]
     fn media_type_from_header_body_or_shape() {
         let oci = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-        assert_eq!(manifest_media_type("application/json", oci).as_deref(), Ok(OCI_INDEX));
-        assert_eq!(manifest_media_type(DOCKER_MANIFEST, br#"{"schemaVersion":2}"#).as_deref(), Ok(DOCKER_MANIFEST));
-        assert_eq!(manifest_media_type("", br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(), Ok(OCI_MANIFEST));
+        assert_eq!(
+            manifest_media_type("application/json", oci).as_deref(),
+            Ok(OCI_INDEX)
+        );
+        assert_eq!(
+            manifest_media_type(DOCKER_MANIFEST, br#"{"schemaVersion":2}"#).as_deref(),
+            Ok(DOCKER_MANIFEST)
+        );
+        assert_eq!(
+            manifest_media_type("", br#"{"schemaVersion":2,"config":{},"layers":[]}"#).as_deref(),
+            Ok(OCI_MANIFEST)
+        );
         assert!(manifest_media_type("text/html", b"<html>").is_err());
         assert!(manifest_media_type("application/json", b"<html>").is_err());
         assert!(manifest_media_type("application/json", br#"{"schemaVersion":1}"#).is_err());
-        assert!(manifest_media_type("", br#"{"schemaVersion":2,"mediaType":"application/x-foo"}"#).is_err());
+        assert!(
+            manifest_media_type(
+                "",
+                br#"{"schemaVersion":2,"mediaType":"application/x-foo"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn mirrors_parse() {
-        assert_eq!(parse_mirror("mirror.local:5000"), Ok((None, "mirror.local:5000".to_string())));
-        assert_eq!(parse_mirror("http://127.0.0.1:5001/v2/"), Ok((Some("http"), "127.0.0.1:5001".to_string())));
+        assert_eq!(
+            parse_mirror("mirror.local:5000"),
+            Ok((None, "mirror.local:5000".to_string()))
+        );
+        assert_eq!(
+            parse_mirror("http://127.0.0.1:5001/v2/"),
+            Ok((Some("http"), "127.0.0.1:5001".to_string()))
+        );
         assert!(parse_mirror("ftp://x").is_err());
         assert!(parse_mirror("https://host/some/path").is_err());
     }
 
     #[test]
     fn error_bodies_are_summarised() {
-        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
+        let body =
+            br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{}}]}"#;
         assert_eq!(error_detail(body), "MANIFEST_UNKNOWN manifest unknown");
-        assert_eq!(error_detail(b"\n  404 page not found\n"), "404 page not found");
+        assert_eq!(
+            error_detail(b"\n  404 page not found\n"),
+            "404 page not found"
+        );
     }
 
     #[test]
     fn backoff_grows_and_stays_capped() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
         let config = RegistryConfig {
             backoff: Duration::from_millis(100),
             ..Default::default()
@@ -901,7 +1175,10 @@ mod tests {
         for attempt in 0..10 {
             let d = reg.backoff(attempt);
             let ceiling = 100u64 << attempt.min(5);
-            assert!(d.as_millis() as u64 >= ceiling / 2 && d.as_millis() as u64 <= ceiling, "{attempt}: {d:?}");
+            assert!(
+                d.as_millis() as u64 >= ceiling / 2 && d.as_millis() as u64 <= ceiling,
+                "{attempt}: {d:?}"
+            );
         }
     }
 }

@@ -71,7 +71,11 @@ pub enum ConfigError {
     #[error("docker config {path}: {message}")]
     DockerConfig { path: PathBuf, message: String },
     #[error("registry mirror {mirror:?} of {registry}: {message}")]
-    Mirror { registry: String, mirror: String, message: String },
+    Mirror {
+        registry: String,
+        mirror: String,
+        message: String,
+    },
     #[error("HTTP client: {0}")]
     Client(String),
 }
@@ -93,7 +97,10 @@ impl std::fmt::Debug for Credentials {
 /// Whether `host[:port]` names the local machine (Docker's rule for implicit plain HTTP).
 pub(crate) fn is_loopback(host: &str) -> bool {
     let name = strip_port(host);
-    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// `host` without `:port`; IPv6 literals come bracketed (`[::1]:5000`).
@@ -103,7 +110,9 @@ fn strip_port(host: &str) -> &str {
     }
     match host.rsplit_once(':') {
         // A single colon separates a port; more than one is a bare IPv6 address.
-        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => name,
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
         _ => host,
     }
 }
@@ -139,28 +148,36 @@ struct DockerAuth {
 }
 
 /// Reads the credentials of a Docker `config.json`, keyed by normalised registry host.
-pub(crate) fn load_docker_config(path: &Path) -> Result<BTreeMap<String, Credentials>, ConfigError> {
+pub(crate) fn load_docker_config(
+    path: &Path,
+) -> Result<BTreeMap<String, Credentials>, ConfigError> {
     let err = |message: String| ConfigError::DockerConfig {
         path: path.to_path_buf(),
         message,
     };
     let text = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let file: DockerConfigFile = serde_json::from_slice(&text).map_err(|e| err(format!("not a Docker config.json: {e}")))?;
+    let file: DockerConfigFile =
+        serde_json::from_slice(&text).map_err(|e| err(format!("not a Docker config.json: {e}")))?;
     if let Some(store) = file.creds_store {
         // Credential helpers are programs; an agent on an edge site should not run them.
         tracing::warn!(path = %path.display(), store, "docker config credsStore is not supported; using only its auths");
     }
     let mut out = BTreeMap::new();
     for (key, entry) in file.auths {
-        let creds = match (entry.auth.filter(|a| !a.is_empty()), entry.username, entry.password) {
+        let creds = match (
+            entry.auth.filter(|a| !a.is_empty()),
+            entry.username,
+            entry.password,
+        ) {
             (Some(auth), _, _) => {
                 let decoded = base64::engine::general_purpose::STANDARD
                     .decode(auth.trim())
                     .map_err(|e| err(format!("auths.{key}.auth is not base64: {e}")))?;
-                let decoded = String::from_utf8(decoded).map_err(|_| err(format!("auths.{key}.auth is not UTF-8")))?;
-                let (username, password) = decoded
-                    .split_once(':')
-                    .ok_or_else(|| err(format!("auths.{key}.auth is not base64 of user:password")))?;
+                let decoded = String::from_utf8(decoded)
+                    .map_err(|_| err(format!("auths.{key}.auth is not UTF-8")))?;
+                let (username, password) = decoded.split_once(':').ok_or_else(|| {
+                    err(format!("auths.{key}.auth is not base64 of user:password"))
+                })?;
                 Credentials {
                     username: username.to_string(),
                     password: password.to_string(),
@@ -182,7 +199,8 @@ pub(crate) fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ConfigEr
         message,
     };
     let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(format!("not PEM certificates: {e}")))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| err(format!("not PEM certificates: {e}")))?;
     if certs.is_empty() {
         return Err(err("no certificate in the file".into()));
     }
@@ -195,10 +213,22 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["127.0.0.1:5000", "localhost", "localhost:80", "[::1]:5000", "::1", "127.1.2.3"] {
+        for h in [
+            "127.0.0.1:5000",
+            "localhost",
+            "localhost:80",
+            "[::1]:5000",
+            "::1",
+            "127.1.2.3",
+        ] {
             assert!(is_loopback(h), "{h}");
         }
-        for h in ["registry.example.com", "10.0.0.1:5000", "[fe80::1]:5000", "localhost.example.com"] {
+        for h in [
+            "registry.example.com",
+            "10.0.0.1:5000",
+            "[fe80::1]:5000",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback(h), "{h}");
         }
     }
@@ -230,6 +260,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"auths": {"h": {"auth": "!!"}}}"#).expect("write");
-        assert!(matches!(load_docker_config(&path), Err(ConfigError::DockerConfig { .. })));
+        assert!(matches!(
+            load_docker_config(&path),
+            Err(ConfigError::DockerConfig { .. })
+        ));
     }
 }

@@ -49,3 +49,39 @@ fn to_port(e: StoreError) -> fleetlet_engine::ports::StoreError {
         },
     }
 }
+
+impl fleetlet_engine::registry::BlobUpload for BlobWriter<'_> {
+    fn commit(
+        self: Box<Self>,
+    ) -> Result<fleetlet_core::Digest, fleetlet_engine::ports::StoreError> {
+        BlobWriter::commit(self).map_err(to_port)
+    }
+}
+
+impl fleetlet_engine::registry::ArtifactStore for OciStore {
+    fn contains(&self, digest: &fleetlet_core::Digest) -> bool {
+        OciStore::contains(self, digest)
+    }
+
+    fn begin(
+        &self,
+        digest: &fleetlet_core::Digest,
+        size: u64,
+    ) -> Result<
+        Option<Box<dyn fleetlet_engine::registry::BlobUpload + '_>>,
+        fleetlet_engine::ports::StoreError,
+    > {
+        match self.slot(digest, Some(size)).map_err(to_port)? {
+            WriteSlot::Present => Ok(None),
+            WriteSlot::Writer(w) => Ok(Some(w)),
+        }
+    }
+
+    fn tag(
+        &self,
+        name: &str,
+        descriptor: &fleetlet_engine::registry::Descriptor,
+    ) -> Result<(), fleetlet_engine::ports::StoreError> {
+        self.set_ref(name, descriptor).map_err(to_port)
+    }
+}

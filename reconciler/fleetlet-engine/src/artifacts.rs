@@ -1,0 +1,375 @@
+//! The pull step: resolve a reference, pick the manifest for this site's platform, and bring every
+//! blob it needs into the artifact store — only those the store lacks. Moves bytes from the
+//! `Registry` port to the `ArtifactStore` port; neither adapter knows the other.
+
+use crate::registry::{ArtifactStore, Descriptor, FetchedManifest, Registry, RegistryError};
+use fleetlet_core::reference::RegistryRef;
+use serde::Deserialize;
+
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
+pub const WASM_LAYER: &str = "application/wasm";
+
+/// Layers downloaded at once.
+const PARALLEL_BLOBS: usize = 4;
+
+/// `os/architecture[/variant]`, as OCI indexes name platforms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform this agent runs on (edge hardware: amd64, arm64, arm/v7).
+    pub fn host() -> Platform {
+        let (architecture, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", None),
+            "arm" => ("arm", Some("v7".to_string())),
+            other => (other, None),
+        };
+        Platform {
+            os: "linux".into(),
+            architecture: architecture.into(),
+            variant,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Platform> {
+        let mut parts = s.split('/');
+        let os = parts.next().filter(|p| !p.is_empty())?.to_string();
+        let architecture = parts.next().filter(|p| !p.is_empty())?.to_string();
+        let variant = parts.next().map(String::from);
+        parts.next().is_none().then_some(Platform {
+            os,
+            architecture,
+            variant,
+        })
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{reference}: storing {digest}: {message}")]
+    Store {
+        reference: String,
+        digest: String,
+        message: String,
+    },
+    #[error("{reference}: {message}")]
+    Manifest { reference: String, message: String },
+}
+
+impl PullError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            PullError::Registry(e) => e.is_transient(),
+            PullError::Store { .. } => true,
+            PullError::Manifest { .. } => false,
+        }
+    }
+}
+
+/// What a pull brought into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pulled {
+    /// The reference pinned to the manifest digest it resolved to.
+    pub pinned: RegistryRef,
+    /// The index the reference named, when it named one.
+    pub index: Option<Descriptor>,
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// Blobs that had to be downloaded (the rest were in the store already).
+    pub fetched: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDescriptor {
+    media_type: String,
+    digest: String,
+    size: u64,
+    #[serde(default)]
+    platform: Option<WirePlatform>,
+}
+
+#[derive(Deserialize)]
+struct WirePlatform {
+    os: String,
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDoc {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<WireDescriptor>>,
+    #[serde(default)]
+    config: Option<WireDescriptor>,
+    #[serde(default)]
+    layers: Option<Vec<WireDescriptor>>,
+}
+
+fn descriptor(reference: &str, d: &WireDescriptor) -> Result<Descriptor, PullError> {
+    Ok(Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d
+            .digest
+            .parse()
+            .map_err(
+                |e: fleetlet_core::digest::DigestParseError| PullError::Manifest {
+                    reference: reference.to_string(),
+                    message: e.to_string(),
+                },
+            )?,
+        size: d.size,
+    })
+}
+
+fn is_index(media_type: &str, doc: &WireDoc) -> bool {
+    media_type == OCI_INDEX
+        || media_type == DOCKER_LIST
+        || (doc.manifests.is_some() && doc.config.is_none())
+}
+
+/// Pulls `reference` for `platform` into `store`.
+pub fn pull<R, S>(
+    registry: &R,
+    store: &S,
+    reference: &RegistryRef,
+    platform: &Platform,
+) -> Result<Pulled, PullError>
+where
+    R: Registry + Sync + ?Sized,
+    S: ArtifactStore + Sync + ?Sized,
+{
+    let name = reference.to_string();
+    let bad = |message: String| PullError::Manifest {
+        reference: name.clone(),
+        message,
+    };
+    let top = registry.fetch_manifest(reference)?;
+    let doc: WireDoc = serde_json::from_slice(&top.bytes)
+        .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+    let media_type = doc
+        .media_type
+        .clone()
+        .unwrap_or_else(|| top.media_type.clone());
+    keep(store, &name, &top)?;
+    let top_desc = Descriptor {
+        media_type: media_type.clone(),
+        digest: top.digest,
+        size: top.bytes.len() as u64,
+    };
+
+    let (index, manifest, doc) = if is_index(&media_type, &doc) {
+        let entries = doc.manifests.unwrap_or_default();
+        let chosen = select_platform(&entries, platform).ok_or_else(|| {
+            let offered: Vec<String> = entries
+                .iter()
+                .filter_map(|e| e.platform.as_ref())
+                .map(|p| {
+                    format!(
+                        "{}/{}{}",
+                        p.os,
+                        p.architecture,
+                        p.variant
+                            .as_ref()
+                            .map(|v| format!("/{v}"))
+                            .unwrap_or_default()
+                    )
+                })
+                .collect();
+            bad(format!(
+                "the index has no manifest for {platform} (it has: {})",
+                offered.join(", ")
+            ))
+        })?;
+        let child_desc = descriptor(&name, chosen)?;
+        let child = registry.fetch_manifest(&reference.pinned(child_desc.digest))?;
+        if child.digest != child_desc.digest {
+            return Err(bad(format!(
+                "manifest {} has digest {}",
+                child_desc.digest, child.digest
+            )));
+        }
+        let child_doc: WireDoc = serde_json::from_slice(&child.bytes)
+            .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
+        keep(store, &name, &child)?;
+        (Some(top_desc), child_desc, child_doc)
+    } else {
+        (None, top_desc, doc)
+    };
+
+    let config = descriptor(
+        &name,
+        doc.config
+            .as_ref()
+            .ok_or_else(|| bad("manifest has no config".into()))?,
+    )?;
+    let layers = doc
+        .layers
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|l| descriptor(&name, l))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let mut wanted: Vec<Descriptor> = std::iter::once(config.clone())
+        .chain(layers.iter().cloned())
+        .collect();
+    wanted.dedup_by_key(|d| d.digest);
+    wanted.retain(|d| !store.contains(&d.digest));
+    let fetched = wanted.clone();
+    fetch_all(registry, store, reference, wanted)?;
+
+    let pinned = reference.pinned(index.as_ref().map(|i| i.digest).unwrap_or(manifest.digest));
+    let top = index.clone().unwrap_or_else(|| manifest.clone());
+    store
+        .tag(&pinned.to_string(), &top)
+        .map_err(|e| PullError::Store {
+            reference: name.clone(),
+            digest: top.digest.to_string(),
+            message: e.to_string(),
+        })?;
+    Ok(Pulled {
+        pinned,
+        index,
+        manifest,
+        config,
+        layers,
+        fetched,
+    })
+}
+
+/// Stores manifest bytes exactly as fetched (their digest is over these bytes).
+fn keep<S: ArtifactStore + ?Sized>(
+    store: &S,
+    name: &str,
+    m: &FetchedManifest,
+) -> Result<(), PullError> {
+    store.put(&m.bytes).map(drop).map_err(|e| PullError::Store {
+        reference: name.to_string(),
+        digest: m.digest.to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn select_platform<'a>(
+    entries: &'a [WireDescriptor],
+    want: &Platform,
+) -> Option<&'a WireDescriptor> {
+    let matches = |e: &&WireDescriptor, strict_variant: bool| {
+        e.platform.as_ref().is_some_and(|p| {
+            p.os == want.os
+                && p.architecture == want.architecture
+                && (!strict_variant
+                    || p.variant == want.variant
+                    || (p.variant.is_none() && want.variant.is_none()))
+        })
+    };
+    // Exact variant first (arm/v7), then any variant of the architecture.
+    entries
+        .iter()
+        .find(|e| matches(e, true))
+        .or_else(|| entries.iter().find(|e| matches(e, false)))
+}
+
+/// Downloads blobs, a few at a time; the first error wins and nothing partial stays visible.
+fn fetch_all<R, S>(
+    registry: &R,
+    store: &S,
+    reference: &RegistryRef,
+    wanted: Vec<Descriptor>,
+) -> Result<(), PullError>
+where
+    R: Registry + Sync + ?Sized,
+    S: ArtifactStore + Sync + ?Sized,
+{
+    let queue = std::sync::Mutex::new(wanted);
+    let first_error: std::sync::Mutex<Option<PullError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL_BLOBS {
+            scope.spawn(|| {
+                loop {
+                    if first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .is_some()
+                    {
+                        return;
+                    }
+                    let Some(d) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                        return;
+                    };
+                    if let Err(e) = fetch_one(registry, store, reference, &d) {
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn fetch_one<R, S>(
+    registry: &R,
+    store: &S,
+    reference: &RegistryRef,
+    d: &Descriptor,
+) -> Result<(), PullError>
+where
+    R: Registry + ?Sized,
+    S: ArtifactStore + ?Sized,
+{
+    let store_err = |e: crate::ports::StoreError| PullError::Store {
+        reference: reference.to_string(),
+        digest: d.digest.to_string(),
+        message: e.to_string(),
+    };
+    let Some(mut upload) = store.begin(&d.digest, d.size).map_err(store_err)? else {
+        return Ok(());
+    };
+    registry.fetch_blob(reference, d, upload.as_mut())?;
+    upload.commit().map_err(store_err)?;
+    Ok(())
+}
+
+/// The component bytes' digest of a Wasm artifact: its single `application/wasm` layer.
+pub fn wasm_layer(pulled: &Pulled) -> Option<&Descriptor> {
+    match pulled.layers.as_slice() {
+        [only] if only.media_type == WASM_LAYER || pulled.config.media_type == WASM_CONFIG => {
+            Some(only)
+        }
+        _ => pulled.layers.iter().find(|l| l.media_type == WASM_LAYER),
+    }
+}
