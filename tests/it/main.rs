@@ -5,6 +5,7 @@ mod testkit;
 mod agent;
 mod cli;
 mod git;
+mod oci;
 mod state;
 mod store;
 mod wasm;

@@ -166,9 +166,11 @@ impl Workload {
             runtime: Runtime::Wasm,
             wasm: Some(WasmSpec {
                 component: ComponentRef {
-                    path: "components/probe.wasm".into(),
-                    digest: Digest::of(&self.bytes),
-                    size: self.bytes.len() as u64,
+                    path: Some("components/probe.wasm".into()),
+                    image: None,
+                    pinned: None,
+                    digest: Some(Digest::of(&self.bytes)),
+                    size: Some(self.bytes.len() as u64),
                 },
                 kind: self.kind.clone(),
                 env: self.env.clone(),

@@ -675,16 +675,11 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
         Runtime::Wasm => {
             match &w.component {
                 None => err("component", "a wasm workload needs a component".into()),
-                Some(c) => match normalize(c) {
-                    None => err(
-                        "component",
-                        format!("{c:?} must be a relative path inside the repo"),
-                    ),
-                    Some(p) if !tree.contains_file(&p) => {
-                        err("component", format!("{c:?} does not exist in the repo"))
+                Some(c) => {
+                    if let Err(e) = crate::render::component_source(c, tree) {
+                        err("component", e);
                     }
-                    Some(_) => {}
-                },
+                }
             }
             match (&w.http, &w.command) {
                 (None, None) => err(

@@ -4,6 +4,7 @@
 use crate::digest::Digest;
 use crate::load::{Fleet, apply_override, target_matches};
 use crate::model::{Capabilities, Runtime, Site, SiteName, Workload};
+use crate::reference::ArtifactRef;
 use crate::tree::{RepoTree, normalize};
 use crate::units::{ByteSize, DurationSpec, Port};
 use schemars::JsonSchema;
@@ -67,10 +68,57 @@ pub struct WasmSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ComponentRef {
-    /// Path of the component in the fleet repo.
-    pub path: String,
-    pub digest: Digest,
-    pub size: u64,
+    /// A path in the fleet repo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// An OCI reference as the repo wrote it (`registry/repo:tag`, `…@sha256:…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// For an image: the reference pinned to the manifest digest it resolved to for this release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// Digest of the component bytes (of an image: its `application/wasm` layer). Unset only for
+    /// an image that is not pinned yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+}
+
+impl ComponentRef {
+    /// What to show a person: the digest when known, else where it comes from.
+    pub fn describe(&self) -> String {
+        match (&self.digest, &self.image, &self.path) {
+            (Some(d), _, _) => d.to_string(),
+            (None, Some(i), _) => i.clone(),
+            (None, None, Some(p)) => p.clone(),
+            _ => String::new(),
+        }
+    }
+}
+
+impl DesiredWorkload {
+    /// Pins an image component to what the release resolved it to, and re-hashes.
+    pub fn pin_component(&mut self, pinned: String, digest: Digest, size: u64) {
+        if let Some(spec) = &mut self.wasm {
+            spec.component.pinned = Some(pinned);
+            spec.component.digest = Some(digest);
+            spec.component.size = Some(size);
+        }
+        self.rehash();
+    }
+
+    fn rehash(&mut self) {
+        self.hash = Digest::from_bytes([0; 32]);
+        self.hash = Digest::of(&canonical_json(&*self));
+    }
+}
+
+impl DesiredState {
+    /// Recomputes the state's hash after workloads changed (e.g. were pinned).
+    pub fn rehash(&mut self) {
+        self.hash = Digest::of(&canonical_json(&self.workloads));
+    }
 }
 
 /// Internally tagged (`{type: http, port: 8080}`) so YAML output needs no `!tags`.
@@ -223,14 +271,11 @@ fn resolve(
     };
     match w.runtime {
         Runtime::Wasm => {
-            let path = w
+            let source = w
                 .component
                 .as_deref()
-                .and_then(normalize)
-                .ok_or("a wasm workload needs a component path inside the repo")?;
-            let bytes = tree
-                .get(&path)
-                .ok_or_else(|| format!("component {path:?} does not exist in the repo"))?;
+                .ok_or("a wasm workload needs a component")?;
+            let component = component_source(source, tree)?;
             let kind = match (&w.http, &w.command) {
                 (Some(h), None) => WasmKind::Http { port: h.port },
                 (None, Some(c)) => WasmKind::Command {
@@ -249,11 +294,7 @@ fn resolve(
                 .collect::<Result<_, String>>()?;
             let l = w.limits.clone().unwrap_or_default();
             out.wasm = Some(WasmSpec {
-                component: ComponentRef {
-                    path,
-                    digest: Digest::of(bytes),
-                    size: bytes.len() as u64,
-                },
+                component,
                 kind,
                 env,
                 limits: ResolvedLimits {
@@ -296,6 +337,44 @@ fn resolve(
     }
     out.hash = Digest::of(&canonical_json(&out));
     Ok(out)
+}
+
+/// A repo path that exists is a path (digest known now); otherwise an OCI reference (pinned by
+/// the engine when the release is pulled).
+pub fn component_source(source: &str, tree: &RepoTree) -> Result<ComponentRef, String> {
+    if let Some(path) = normalize(source)
+        && let Some(bytes) = tree.get(&path)
+    {
+        return Ok(ComponentRef {
+            path: Some(path),
+            image: None,
+            pinned: None,
+            digest: Some(Digest::of(bytes)),
+            size: Some(bytes.len() as u64),
+        });
+    }
+    if !source.contains(':') && !source.contains('@') {
+        return Err(match normalize(source) {
+            None => format!("{source:?} must be a relative path inside the repo"),
+            Some(_) => format!("{source:?} does not exist in the repo"),
+        });
+    }
+    match source.parse::<ArtifactRef>() {
+        Ok(ArtifactRef::Registry(r)) => Ok(ComponentRef {
+            path: None,
+            image: Some(r.to_string()),
+            pinned: None,
+            digest: None,
+            size: None,
+        }),
+        Ok(ArtifactRef::Layout(_)) => Err(format!(
+            "{source:?}: local OCI layouts are not supported as components yet"
+        )),
+        Err(e) => Err(format!(
+            "{source:?} is not a repo path nor a valid OCI reference: {}",
+            e.reason
+        )),
+    }
 }
 
 /// Substitutes `${site.name}`, `${site.labels.KEY}` and `${values.KEY}`; `$${` is a literal `${`.
@@ -407,7 +486,7 @@ spec:
         assert_eq!(spec.kind, WasmKind::Http { port: Port(9090) });
         // The second override removed the limits: defaults apply.
         assert_eq!(spec.limits.memory, DEFAULT_MEMORY);
-        assert_eq!(spec.component.digest, Digest::of(b"wasm-bytes"));
+        assert_eq!(spec.component.digest, Some(Digest::of(b"wasm-bytes")));
 
         let us = rendered(&t, "store-2").unwrap();
         let spec = us.workloads["hello/web"].wasm.clone().unwrap();

@@ -24,12 +24,16 @@
 //! the previous release; the state record names only what was really applied. Assumption: one
 //! engine per state dir (the state store locks it).
 
-use crate::ports::{BlobStore, Revision, Source, StateStore, WorkloadRuntime};
+use crate::artifacts::{Platform, pull, wasm_layer};
+use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
 use crate::record::{AgentState, AppliedRelease, CycleError, STATE_VERSION, Stage, WorkloadRecord};
+use crate::registry::{ArtifactStore, Registry};
 use crate::status::Status;
 use fleetlet_core::load::load_fleet;
+use fleetlet_core::reference::ArtifactRef;
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Action, DesiredState, RepoTree, Runtime, WorkloadHealth, plan, render};
+use std::collections::BTreeMap;
 use tracing::{info, warn};
 
 /// How one cycle ended.
@@ -52,7 +56,7 @@ pub struct Engine<S, R, B, St>
 where
     S: Source,
     R: WorkloadRuntime,
-    B: BlobStore,
+    B: ArtifactStore + Sync,
     St: StateStore,
 {
     site: String,
@@ -61,6 +65,7 @@ where
     blobs: B,
     store: St,
     state: AgentState,
+    registry: Option<Box<dyn Registry + Send + Sync>>,
 }
 
 type CycleResult<T> = Result<T, CycleError>;
@@ -69,7 +74,7 @@ impl<S, R, B, St> Engine<S, R, B, St>
 where
     S: Source,
     R: WorkloadRuntime,
-    B: BlobStore,
+    B: ArtifactStore + Sync,
     St: StateStore,
 {
     /// Opens the engine on its state. Refuses a state record written by a newer agent.
@@ -97,7 +102,14 @@ where
             blobs,
             store,
             state,
+            registry: None,
         })
+    }
+
+    /// Where image components are pulled from (mirrors, credentials and retries inside).
+    pub fn with_registry(mut self, registry: Box<dyn Registry + Send + Sync>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     pub fn state(&self) -> &AgentState {
@@ -251,10 +263,16 @@ where
         let desired = desired_state(&tree, &self.site, &rev.commit)
             .map_err(|(stage, msg, details)| err(stage, msg, details, false))?;
 
-        // 4. store components, so a restart without network has them.
-        for w in desired.workloads.values() {
-            if let Some(spec) = &w.wasm {
-                let bytes = tree.get(&spec.component.path).unwrap_or_default();
+        // 4. store components, so a restart without network has them; pin images to digests
+        //    once for this release (a tag that moves later changes nothing until the next one).
+        let mut desired = desired;
+        let mut pins: BTreeMap<String, (String, fleetlet_core::Digest, u64)> = BTreeMap::new();
+        for w in desired.workloads.values_mut() {
+            let Some(component) = w.wasm.as_ref().map(|s| s.component.clone()) else {
+                continue;
+            };
+            if let (Some(path), Some(digest)) = (&component.path, component.digest) {
+                let bytes = tree.get(path).unwrap_or_default();
                 let got = self.blobs.put(bytes).map_err(|e| {
                     err(
                         Stage::Store,
@@ -263,7 +281,7 @@ where
                         true,
                     )
                 })?;
-                if got != spec.component.digest {
+                if got != digest {
                     return Err(err(
                         Stage::Store,
                         format!("component of {} changed while storing", w.id()),
@@ -271,8 +289,26 @@ where
                         true,
                     ));
                 }
+            } else if let Some(image) = &component.image {
+                let pin = match pins.get(image) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = self.pull_component(image).map_err(|(m, retryable)| {
+                            err(
+                                Stage::Store,
+                                format!("pulling component of {}: {m}", w.id()),
+                                vec![],
+                                retryable,
+                            )
+                        })?;
+                        pins.insert(image.clone(), p.clone());
+                        p
+                    }
+                };
+                w.pin_component(pin.0, pin.1, pin.2);
             }
         }
+        desired.rehash();
 
         let previous = self.state.applied.as_ref().map(|a| a.desired.clone());
         let changes = self
@@ -385,23 +421,62 @@ where
         Ok(changes)
     }
 
+    /// Pulls an image component into the store: (pinned reference, layer digest, size), or
+    /// (message, retryable).
+    fn pull_component(
+        &self,
+        image: &str,
+    ) -> Result<(String, fleetlet_core::Digest, u64), (String, bool)> {
+        let registry = self.registry.as_deref().ok_or_else(|| {
+            (
+                "no registry access is configured on this agent".to_string(),
+                false,
+            )
+        })?;
+        let ArtifactRef::Registry(reference) = image
+            .parse::<ArtifactRef>()
+            .map_err(|e| (e.to_string(), false))?
+        else {
+            return Err((format!("{image}: not a registry reference"), false));
+        };
+        let pulled = pull(registry, &self.blobs, &reference, &Platform::host())
+            .map_err(|e| (e.to_string(), e.is_transient()))?;
+        let layer = wasm_layer(&pulled).ok_or_else(|| {
+            (
+                format!(
+                    "{}: not a Wasm component artifact (no application/wasm layer)",
+                    pulled.pinned
+                ),
+                false,
+            )
+        })?;
+        info!(image, pinned = %pulled.pinned, fetched = pulled.fetched.len(), "pulled component");
+        Ok((pulled.pinned.to_string(), layer.digest, layer.size))
+    }
+
     /// The prepared workload, or (message, transient).
     fn prepare(&self, w: &DesiredWorkload) -> Result<R::Prepared, (String, bool)> {
         let spec = w
             .wasm
             .as_ref()
             .ok_or_else(|| (format!("{}: not a wasm workload", w.id()), false))?;
+        let digest = spec.component.digest.ok_or_else(|| {
+            (
+                format!(
+                    "{}: component {} is not pinned",
+                    w.id(),
+                    spec.component.describe()
+                ),
+                false,
+            )
+        })?;
         let bytes = self
             .blobs
-            .get(&spec.component.digest)
+            .get(&digest)
             .map_err(|e| (format!("{}: {e}", w.id()), true))?
             .ok_or_else(|| {
                 (
-                    format!(
-                        "{}: component {} is not in the local store",
-                        w.id(),
-                        spec.component.digest
-                    ),
+                    format!("{}: component {} is not in the local store", w.id(), digest),
                     true,
                 )
             })?;
@@ -459,7 +534,7 @@ where
             .flat_map(|a| a.desired.workloads.iter())
             .map(|(id, w)| {
                 let record = WorkloadRecord {
-                    digest: w.wasm.as_ref().map(|s| s.component.digest),
+                    digest: w.wasm.as_ref().and_then(|s| s.component.digest),
                     health: observed
                         .get(id)
                         .filter(|o| o.hash == w.hash)

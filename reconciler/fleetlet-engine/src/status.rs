@@ -50,7 +50,7 @@ impl Status {
             for (id, w) in &a.desired.workloads {
                 let (artifact, port) = match (&w.wasm, &w.k3s) {
                     (Some(s), _) => (
-                        s.component.digest.to_string(),
+                        s.component.describe(),
                         match s.kind {
                             WasmKind::Http { port } => Some(port.0),
                             WasmKind::Command { .. } => None,

@@ -9,6 +9,7 @@ use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
 struct Repo {
@@ -84,7 +85,7 @@ impl WorkloadRuntime for FakeRuntime {
     fn activate(&self, w: DesiredWorkload) -> Result<(), RuntimeError> {
         let mut h = self.0.borrow_mut();
         if h.bad_activate
-            .contains(&w.wasm.as_ref().unwrap().component.digest)
+            .contains(&w.wasm.as_ref().unwrap().component.digest.unwrap())
         {
             return Err(RuntimeError::Host {
                 id: w.id(),
@@ -121,15 +122,30 @@ impl Greeting for DesiredWorkload {
 }
 
 #[derive(Clone, Default)]
-struct MemBlobs(Rc<RefCell<BTreeMap<Digest, Vec<u8>>>>);
+struct MemBlobs(Arc<Mutex<BTreeMap<Digest, Vec<u8>>>>);
 impl BlobStore for MemBlobs {
     fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
         let d = Digest::of(bytes);
-        self.0.borrow_mut().insert(d, bytes.to_vec());
+        self.0.lock().unwrap().insert(d, bytes.to_vec());
         Ok(d)
     }
     fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.borrow().get(digest).cloned())
+        Ok(self.0.lock().unwrap().get(digest).cloned())
+    }
+}
+impl fleetlet_engine::registry::ArtifactStore for MemBlobs {
+    fn contains(&self, digest: &Digest) -> bool {
+        self.0.lock().unwrap().contains_key(digest)
+    }
+    fn begin(
+        &self,
+        _: &Digest,
+        _: u64,
+    ) -> Result<Option<Box<dyn fleetlet_engine::registry::BlobUpload + '_>>, StoreError> {
+        unreachable!("these tests pull no images")
+    }
+    fn tag(&self, _: &str, _: &fleetlet_engine::registry::Descriptor) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

@@ -294,7 +294,12 @@ impl WasmHost {
 
     fn prepare_inner(&self, w: &DesiredWorkload, bytes: &[u8]) -> Result<Prepared, String> {
         let spec = w.wasm.as_ref().ok_or("not a wasm workload")?;
-        let digest = &spec.component.digest;
+        let digest = &spec.component.digest.ok_or_else(|| {
+            format!(
+                "component {} is not pinned to a digest",
+                spec.component.describe()
+            )
+        })?;
         let component = self
             .inner
             .cache

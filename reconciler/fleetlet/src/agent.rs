@@ -273,7 +273,7 @@ fn publish<S, R, B, St>(engine: &Engine<S, R, B, St>, shared: &Shared, state_dir
 where
     S: Source,
     R: WorkloadRuntime,
-    B: fleetlet_engine::ports::BlobStore,
+    B: fleetlet_engine::registry::ArtifactStore + Sync,
     St: fleetlet_engine::ports::StateStore,
 {
     let status = engine.status();

@@ -3,3 +3,4 @@
 pub mod agent;
 pub mod components;
 pub mod git;
+pub mod registry;
