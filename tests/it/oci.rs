@@ -5,15 +5,15 @@
 
 use crate::testkit::components::{free_port, probe_http};
 use crate::testkit::registry::{
-    Fault, FaultyRegistry, TestRegistry, VecSink, docker_config, make_umoci_image, push_image_with_skopeo,
-    skopeo_inspect_raw,
+    Fault, FaultyRegistry, TestRegistry, VecSink, docker_config, make_umoci_image,
+    push_image_with_skopeo, skopeo_inspect_raw,
 };
 use fleetlet_core::Digest;
 use fleetlet_core::reference::{ArtifactRef, RegistryRef};
 use fleetlet_engine::registry::{Descriptor, Registry, RegistryError};
 use fleetlet_oci::{
-    DOCKER_MANIFEST, HostConfig, OCI_INDEX, OCI_MANIFEST, OciRegistry, RegistryConfig, WASM_CONFIG_MEDIA_TYPE,
-    WASM_LAYER_MEDIA_TYPE, wasm_artifact,
+    DOCKER_MANIFEST, HostConfig, OCI_INDEX, OCI_MANIFEST, OciRegistry, RegistryConfig,
+    WASM_CONFIG_MEDIA_TYPE, WASM_LAYER_MEDIA_TYPE, wasm_artifact,
 };
 use std::time::{Duration, Instant};
 
@@ -114,8 +114,14 @@ fn pulls_manifest_and_blobs_of_a_skopeo_pushed_image() {
     // Pinned by digest (and by digest with a tag): same bytes.
     let pinned = reference(&name).pinned(m.digest);
     assert_eq!(a.fetch_manifest(&pinned).expect("pinned").bytes, raw);
-    let only_digest = RegistryRef { tag: None, ..pinned };
-    assert_eq!(a.fetch_manifest(&only_digest).expect("by digest").bytes, raw);
+    let only_digest = RegistryRef {
+        tag: None,
+        ..pinned
+    };
+    assert_eq!(
+        a.fetch_manifest(&only_digest).expect("by digest").bytes,
+        raw
+    );
 }
 
 #[test]
@@ -128,13 +134,25 @@ fn docker_v2_manifests_and_indexes_keep_their_media_types() {
     // Docker schema 2, converted by skopeo.
     let docker = format!("{}/app:docker", reg.host());
     let out = std::process::Command::new("skopeo")
-        .args(["copy", "--quiet", "--dest-tls-verify=false", "--format", "v2s2"])
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+        ])
         .arg(format!("oci:{}:amd", layout.display()))
         .arg(format!("docker://{docker}"))
         .output()
         .expect("skopeo");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let m = a.fetch_manifest(&reference(&docker)).expect("docker manifest");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = a
+        .fetch_manifest(&reference(&docker))
+        .expect("docker manifest");
     assert_eq!(m.media_type, DOCKER_MANIFEST);
     assert_eq!(m.bytes, skopeo_inspect_raw(&docker, None).expect("inspect"));
 
@@ -158,14 +176,19 @@ fn docker_v2_manifests_and_indexes_keep_their_media_types() {
     }))
     .expect("index JSON");
     let multi = format!("{}/app:multi", reg.host());
-    let pushed = a.push_manifest(&reference(&multi), &index, OCI_INDEX).expect("push index");
+    let pushed = a
+        .push_manifest(&reference(&multi), &index, OCI_INDEX)
+        .expect("push index");
     assert_eq!(pushed, Digest::of(&index));
 
     let fetched = a.fetch_manifest(&reference(&multi)).expect("index");
     assert_eq!(fetched.media_type, OCI_INDEX);
     assert_eq!(fetched.bytes, index);
     assert_eq!(fetched.digest, pushed);
-    assert_eq!(skopeo_inspect_raw(&multi, None).expect("skopeo reads the index"), index);
+    assert_eq!(
+        skopeo_inspect_raw(&multi, None).expect("skopeo reads the index"),
+        index
+    );
 }
 
 #[test]
@@ -176,18 +199,26 @@ fn basic_auth_is_denied_without_credentials_and_works_with_a_docker_config() {
     push_image_with_skopeo(&layout, "v1", &name, Some("edge:s3cret")).expect("skopeo push");
 
     let anonymous = adapter(fast_config());
-    let err = anonymous.fetch_manifest(&reference(&name)).expect_err("anonymous must fail");
+    let err = anonymous
+        .fetch_manifest(&reference(&name))
+        .expect_err("anonymous must fail");
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
     let text = err.to_string();
     assert!(text.starts_with(&name), "{text}");
-    assert!(text.contains(&format!("no credentials for {}", reg.host())), "{text}");
+    assert!(
+        text.contains(&format!("no credentials for {}", reg.host())),
+        "{text}"
+    );
 
-    let wrong = docker_config(&reg.scratch().join("."), &reg.host(), "edge", "wrong").expect("config");
+    let wrong =
+        docker_config(&reg.scratch().join("."), &reg.host(), "edge", "wrong").expect("config");
     let with_wrong = adapter(RegistryConfig {
         docker_config: Some(wrong),
         ..fast_config()
     });
-    let err = with_wrong.fetch_manifest(&reference(&name)).expect_err("wrong password must fail");
+    let err = with_wrong
+        .fetch_manifest(&reference(&name))
+        .expect_err("wrong password must fail");
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
 
     let good_dir = tempfile::tempdir().expect("tempdir");
@@ -196,19 +227,36 @@ fn basic_auth_is_denied_without_credentials_and_works_with_a_docker_config() {
         docker_config: Some(good),
         ..fast_config()
     });
-    let m = authed.fetch_manifest(&reference(&name)).expect("with credentials");
-    assert_eq!(m.bytes, skopeo_inspect_raw(&name, Some("edge:s3cret")).expect("inspect"));
+    let m = authed
+        .fetch_manifest(&reference(&name))
+        .expect("with credentials");
+    assert_eq!(
+        m.bytes,
+        skopeo_inspect_raw(&name, Some("edge:s3cret")).expect("inspect")
+    );
     let layer = &descriptors(&m.bytes)[2];
     let mut sink = VecSink::default();
-    authed.fetch_blob(&reference(&name), layer, &mut sink).expect("blob with credentials");
+    authed
+        .fetch_blob(&reference(&name), layer, &mut sink)
+        .expect("blob with credentials");
     assert_eq!(Digest::of(&sink.data), layer.digest);
 
     // Pushing with credentials works too.
     let art = wasm_artifact(b"\0asm\x0d\x00\x01\x00").expect("artifact");
     let target = reference(&format!("{}/secure/tiny:v1", reg.host()));
-    authed.push_blob(&target, &art.layer_descriptor.digest, b"\0asm\x0d\x00\x01\x00").expect("push layer");
-    authed.push_blob(&target, &art.config_descriptor.digest, &art.config).expect("push config");
-    authed.push_manifest(&target, &art.manifest, art.manifest_media_type).expect("push manifest");
+    authed
+        .push_blob(
+            &target,
+            &art.layer_descriptor.digest,
+            b"\0asm\x0d\x00\x01\x00",
+        )
+        .expect("push layer");
+    authed
+        .push_blob(&target, &art.config_descriptor.digest, &art.config)
+        .expect("push config");
+    authed
+        .push_manifest(&target, &art.manifest, art.manifest_media_type)
+        .expect("push manifest");
 }
 
 #[test]
@@ -216,15 +264,24 @@ fn pushes_a_wasm_component_that_skopeo_reads_as_a_wasm_artifact() {
     let reg = TestRegistry::start().expect("registry");
     let component = std::fs::read(probe_http()).expect("probe-http component");
     let art = wasm_artifact(&component).expect("artifact");
-    assert_eq!(art, wasm_artifact(&component).expect("again"), "deterministic");
+    assert_eq!(
+        art,
+        wasm_artifact(&component).expect("again"),
+        "deterministic"
+    );
 
     let a = adapter(fast_config());
     let target = reference(&format!("{}/components/probe-http:1.0.0", reg.host()));
-    a.push_blob(&target, &art.layer_descriptor.digest, &component).expect("push layer");
+    a.push_blob(&target, &art.layer_descriptor.digest, &component)
+        .expect("push layer");
     // Already there: HEAD finds it, nothing is uploaded again.
-    a.push_blob(&target, &art.layer_descriptor.digest, &component).expect("push layer again");
-    a.push_blob(&target, &art.config_descriptor.digest, &art.config).expect("push config");
-    let digest = a.push_manifest(&target, &art.manifest, art.manifest_media_type).expect("push manifest");
+    a.push_blob(&target, &art.layer_descriptor.digest, &component)
+        .expect("push layer again");
+    a.push_blob(&target, &art.config_descriptor.digest, &art.config)
+        .expect("push config");
+    let digest = a
+        .push_manifest(&target, &art.manifest, art.manifest_media_type)
+        .expect("push manifest");
     assert_eq!(digest, art.manifest_digest);
 
     let raw = skopeo_inspect_raw(&target.to_string(), None).expect("skopeo inspect");
@@ -239,7 +296,9 @@ fn pushes_a_wasm_component_that_skopeo_reads_as_a_wasm_artifact() {
     assert!(
         config["component"]["exports"]
             .as_array()
-            .is_some_and(|e| e.iter().any(|x| x.as_str().is_some_and(|s| s.starts_with("wasi:http/incoming-handler")))),
+            .is_some_and(|e| e.iter().any(|x| x
+                .as_str()
+                .is_some_and(|s| s.starts_with("wasi:http/incoming-handler")))),
         "{config}"
     );
 
@@ -248,11 +307,18 @@ fn pushes_a_wasm_component_that_skopeo_reads_as_a_wasm_artifact() {
     let m = a.fetch_manifest(&pinned).expect("fetch");
     assert_eq!(m.bytes, art.manifest);
     let mut sink = VecSink::default();
-    a.fetch_blob(&pinned, &art.layer_descriptor, &mut sink).expect("layer");
+    a.fetch_blob(&pinned, &art.layer_descriptor, &mut sink)
+        .expect("layer");
     assert_eq!(sink.data, component);
     // A digest the bytes do not have is refused before anything is sent.
-    let wrong = RegistryRef { tag: None, ..target.pinned(Digest::of(b"other")) };
-    assert!(matches!(a.push_manifest(&wrong, &art.manifest, OCI_MANIFEST), Err(RegistryError::Invalid { .. })));
+    let wrong = RegistryRef {
+        tag: None,
+        ..target.pinned(Digest::of(b"other"))
+    };
+    assert!(matches!(
+        a.push_manifest(&wrong, &art.manifest, OCI_MANIFEST),
+        Err(RegistryError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -283,7 +349,11 @@ fn faulty_registry_serves_a_correct_pull_when_it_behaves() {
     let m = a.fetch_manifest(&f.reference()).expect("manifest");
     assert_eq!(m.bytes, f.manifest_bytes());
     let mut sink = VecSink::default();
-    assert_eq!(a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect("blob"), 65536);
+    assert_eq!(
+        a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+            .expect("blob"),
+        65536
+    );
     assert_eq!(sink.data, f.blob());
 }
 
@@ -292,7 +362,8 @@ fn a_blob_cut_off_mid_body_is_retried_from_the_start() {
     let f = FaultyRegistry::start(Fault::TruncateBlob(1)).expect("faulty");
     let a = adapter(fast_config());
     let mut sink = VecSink::default();
-    a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect("succeeds on the retry");
+    a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect("succeeds on the retry");
     assert_eq!(sink.data, f.blob());
     assert_eq!(sink.restarts, 1, "the half-written sink was restarted");
     assert_eq!(f.blob_hits(), 2);
@@ -304,22 +375,40 @@ fn a_blob_cut_off_mid_body_is_retried_from_the_start() {
         ..fast_config()
     });
     let mut sink = VecSink::default();
-    let err = a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect_err("always truncated");
+    let err = a
+        .fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect_err("always truncated");
     assert!(matches!(err, RegistryError::Unavailable { .. }), "{err}");
-    assert!(err.to_string().contains(&f.blob_descriptor().digest.to_string()), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&f.blob_descriptor().digest.to_string()),
+        "{err}"
+    );
     assert_eq!(f.blob_hits(), 3);
     assert_eq!(sink.restarts, 2);
 }
 
 #[test]
 fn blobs_whose_size_lies_are_invalid_and_not_retried() {
-    for fault in [Fault::OverlongBlob, Fault::ExtraBytesUndeclared, Fault::ShortBlobUndeclared] {
+    for fault in [
+        Fault::OverlongBlob,
+        Fault::ExtraBytesUndeclared,
+        Fault::ShortBlobUndeclared,
+    ] {
         let f = FaultyRegistry::start(fault).expect("faulty");
         let a = adapter(fast_config());
         let mut sink = VecSink::default();
-        let err = a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect_err("size lie");
-        assert!(matches!(err, RegistryError::Invalid { .. }), "{fault:?}: {err}");
-        assert!(sink.data.len() <= 65536, "{fault:?}: never more than the descriptor's size is written");
+        let err = a
+            .fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+            .expect_err("size lie");
+        assert!(
+            matches!(err, RegistryError::Invalid { .. }),
+            "{fault:?}: {err}"
+        );
+        assert!(
+            sink.data.len() <= 65536,
+            "{fault:?}: never more than the descriptor's size is written"
+        );
         assert_eq!(f.blob_hits(), 1, "{fault:?}");
     }
 }
@@ -334,10 +423,15 @@ fn a_registry_that_hangs_mid_body_fails_within_the_timeout() {
     });
     let mut sink = VecSink::default();
     let start = Instant::now();
-    let err = a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect_err("hang");
+    let err = a
+        .fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect_err("hang");
     let took = start.elapsed();
     assert!(matches!(err, RegistryError::Unavailable { .. }), "{err}");
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 
     // With retries, each attempt is bounded by the timeout too.
     let a = adapter(RegistryConfig {
@@ -346,23 +440,43 @@ fn a_registry_that_hangs_mid_body_fails_within_the_timeout() {
         ..fast_config()
     });
     let start = Instant::now();
-    let err = a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect_err("hang");
+    let err = a
+        .fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect_err("hang");
     assert!(matches!(err, RegistryError::Unavailable { .. }), "{err}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(f.blob_hits(), 3);
 }
 
 #[test]
 fn html_and_oversized_manifests_are_invalid() {
-    for fault in [Fault::HtmlManifest, Fault::HugeManifestDeclared, Fault::HugeManifestUndeclared] {
+    for fault in [
+        Fault::HtmlManifest,
+        Fault::HugeManifestDeclared,
+        Fault::HugeManifestUndeclared,
+    ] {
         let f = FaultyRegistry::start(fault).expect("faulty");
         let a = adapter(fast_config());
         let start = Instant::now();
         let err = a.fetch_manifest(&f.reference()).expect_err("invalid");
-        assert!(matches!(err, RegistryError::Invalid { .. }), "{fault:?}: {err}");
-        assert!(err.to_string().starts_with(&f.reference().to_string()), "{err}");
+        assert!(
+            matches!(err, RegistryError::Invalid { .. }),
+            "{fault:?}: {err}"
+        );
+        assert!(
+            err.to_string().starts_with(&f.reference().to_string()),
+            "{err}"
+        );
         assert_eq!(f.manifest_hits(), 1, "{fault:?}: not retried");
-        assert!(start.elapsed() < Duration::from_secs(2), "{fault:?}: {:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{fault:?}: {:?}",
+            start.elapsed()
+        );
     }
 }
 
@@ -373,7 +487,11 @@ fn too_many_requests_waits_for_retry_after_then_succeeds() {
     let start = Instant::now();
     let m = a.fetch_manifest(&f.reference()).expect("after Retry-After");
     assert_eq!(m.bytes, f.manifest_bytes());
-    assert!(start.elapsed() >= Duration::from_millis(950), "honours Retry-After: {:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(950),
+        "honours Retry-After: {:?}",
+        start.elapsed()
+    );
     assert_eq!(f.manifest_hits(), 2);
 
     // Capped: a registry asking for 1 s gets at most max_retry_after.
@@ -384,7 +502,11 @@ fn too_many_requests_waits_for_retry_after_then_succeeds() {
     });
     let start = Instant::now();
     a.fetch_manifest(&f.reference()).expect("after capped wait");
-    assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -395,7 +517,8 @@ fn server_errors_are_retried_with_backoff() {
     assert_eq!(m.bytes, f.manifest_bytes());
     assert_eq!(f.manifest_hits(), 3);
     let mut sink = VecSink::default();
-    a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect("blob");
+    a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect("blob");
     assert_eq!(f.blob_hits(), 1, "the faults were used up");
 
     let f = FaultyRegistry::start(Fault::Unavailable(usize::MAX)).expect("faulty");
@@ -417,7 +540,11 @@ fn unauthorized_and_not_found_are_not_retried() {
     assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
     assert_eq!(
         err.to_string(),
-        format!("{}: access denied: 401 Unauthorized (no credentials for {})", f.reference(), f.host())
+        format!(
+            "{}: access denied: 401 Unauthorized (no credentials for {})",
+            f.reference(),
+            f.host()
+        )
     );
     assert_eq!(f.manifest_hits(), 1);
 
@@ -426,7 +553,9 @@ fn unauthorized_and_not_found_are_not_retried() {
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
     assert!(err.to_string().contains("NAME_UNKNOWN"), "{err}");
     let mut sink = VecSink::default();
-    let err = a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink).expect_err("404");
+    let err = a
+        .fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect_err("404");
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
     assert_eq!(f.manifest_hits() + f.blob_hits(), 2);
 }
@@ -450,12 +579,23 @@ fn mirrors_that_fail_fall_through_to_upstream() {
     let down = format!("127.0.0.1:{}", free_port());
     let a = adapter(with_mirrors(&upstream.host(), vec![down, missing.host()]));
 
-    let m = a.fetch_manifest(&upstream.reference()).expect("from upstream");
+    let m = a
+        .fetch_manifest(&upstream.reference())
+        .expect("from upstream");
     assert_eq!(m.bytes, upstream.manifest_bytes());
     let mut sink = VecSink::default();
-    a.fetch_blob(&upstream.reference(), &upstream.blob_descriptor(), &mut sink).expect("blob");
+    a.fetch_blob(
+        &upstream.reference(),
+        &upstream.blob_descriptor(),
+        &mut sink,
+    )
+    .expect("blob");
     assert_eq!(sink.data, upstream.blob());
-    assert_eq!((missing.manifest_hits(), missing.blob_hits()), (1, 1), "the 404 mirror was asked once each");
+    assert_eq!(
+        (missing.manifest_hits(), missing.blob_hits()),
+        (1, 1),
+        "the 404 mirror was asked once each"
+    );
     assert_eq!((upstream.manifest_hits(), upstream.blob_hits()), (1, 1));
 }
 
@@ -463,17 +603,35 @@ fn mirrors_that_fail_fall_through_to_upstream() {
 fn a_working_mirror_is_used_first() {
     let upstream = FaultyRegistry::start(Fault::None).expect("upstream");
     let mirror = FaultyRegistry::start(Fault::None).expect("mirror");
-    let a = adapter(with_mirrors(&upstream.host(), vec![format!("http://{}", mirror.host())]));
+    let a = adapter(with_mirrors(
+        &upstream.host(),
+        vec![format!("http://{}", mirror.host())],
+    ));
 
-    let m = a.fetch_manifest(&upstream.reference()).expect("from mirror");
+    let m = a
+        .fetch_manifest(&upstream.reference())
+        .expect("from mirror");
     assert_eq!(m.bytes, mirror.manifest_bytes());
     let mut sink = VecSink::default();
-    a.fetch_blob(&upstream.reference(), &upstream.blob_descriptor(), &mut sink).expect("blob");
+    a.fetch_blob(
+        &upstream.reference(),
+        &upstream.blob_descriptor(),
+        &mut sink,
+    )
+    .expect("blob");
     assert_eq!((mirror.manifest_hits(), mirror.blob_hits()), (1, 1));
-    assert_eq!(upstream.manifest_hits() + upstream.blob_hits(), 0, "upstream untouched");
+    assert_eq!(
+        upstream.manifest_hits() + upstream.blob_hits(),
+        0,
+        "upstream untouched"
+    );
     // The mirror is told which upstream is meant (containerd's ?ns=).
-    let ns = format!("ns={}", upstream.host());
-    assert!(mirror.seen().iter().any(|t| t.ends_with(&ns)), "{:?}", mirror.seen());
+    let ns = format!("ns={}", upstream.host().replace(':', "%3A"));
+    assert!(
+        mirror.seen().iter().any(|t| t.ends_with(&ns)),
+        "{:?}",
+        mirror.seen()
+    );
 }
 
 #[test]
@@ -487,6 +645,9 @@ fn an_unreachable_registry_is_unavailable_naming_the_reference() {
     let err = a.fetch_manifest(&r).expect_err("nothing listens");
     assert!(matches!(err, RegistryError::Unavailable { .. }), "{err}");
     let text = err.to_string();
-    assert!(text.starts_with(&format!("{host}/app:v1: registry unavailable:")), "{text}");
+    assert!(
+        text.starts_with(&format!("{host}/app:v1: registry unavailable:")),
+        "{text}"
+    );
     assert!(text.contains("onnect"), "names the cause: {text}");
 }

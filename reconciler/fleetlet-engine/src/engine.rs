@@ -26,7 +26,9 @@
 
 use crate::artifacts::{Platform, pull, wasm_layer};
 use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
-use crate::record::{AgentState, AppliedRelease, CycleError, STATE_VERSION, Stage, WorkloadRecord};
+use crate::record::{
+    AgentState, AppliedRelease, CycleError, ReleaseRoots, STATE_VERSION, Stage, WorkloadRecord,
+};
 use crate::registry::{ArtifactStore, Registry};
 use crate::status::Status;
 use fleetlet_core::load::load_fleet;
@@ -35,6 +37,9 @@ use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Action, DesiredState, RepoTree, Runtime, WorkloadHealth, plan, render};
 use std::collections::BTreeMap;
 use tracing::{info, warn};
+
+/// Applied releases whose artifacts stay in the store, unless configured otherwise.
+pub const DEFAULT_KEEP_RELEASES: usize = 3;
 
 /// How one cycle ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +71,8 @@ where
     store: St,
     state: AgentState,
     registry: Option<Box<dyn Registry + Send + Sync>>,
+    /// Releases whose artifacts garbage collection keeps.
+    keep_releases: usize,
 }
 
 type CycleResult<T> = Result<T, CycleError>;
@@ -103,7 +110,14 @@ where
             store,
             state,
             registry: None,
+            keep_releases: DEFAULT_KEEP_RELEASES,
         })
+    }
+
+    /// How many applied releases keep their artifacts in the store (at least 1).
+    pub fn keep_releases(mut self, n: usize) -> Self {
+        self.keep_releases = n.max(1);
+        self
     }
 
     /// Where image components are pulled from (mirrors, credentials and retries inside).
@@ -327,7 +341,41 @@ where
             applied_at: now,
         });
         info!(commit = %rev.commit, summary = %rev.summary, changes, "release applied");
+        self.record_roots_and_collect(&rev.commit);
         Ok(changes)
+    }
+
+    /// Remembers the artifacts of the release just applied, then removes from the store what none
+    /// of the last `keep_releases` releases (nor the last-known-good) reference. A failed
+    /// collection only costs disk; it is logged, not fatal.
+    fn record_roots_and_collect(&mut self, commit: &str) {
+        let Some(applied) = &self.state.applied else {
+            return;
+        };
+        let roots = release_digests(&applied.desired);
+        self.state.release_roots.retain(|r| r.commit != commit);
+        self.state.release_roots.insert(
+            0,
+            ReleaseRoots {
+                commit: commit.to_string(),
+                digests: roots,
+            },
+        );
+        self.state.release_roots.truncate(self.keep_releases);
+        let mut keep: std::collections::BTreeSet<fleetlet_core::Digest> = self
+            .state
+            .release_roots
+            .iter()
+            .flat_map(|r| r.digests.iter().copied())
+            .collect();
+        if let Some(lkg) = &self.state.last_known_good {
+            keep.extend(release_digests(&lkg.desired));
+        }
+        match self.blobs.collect_garbage(&keep) {
+            Ok((0, _)) => {}
+            Ok((n, bytes)) => info!(blobs = n, bytes, "garbage collected the artifact store"),
+            Err(e) => warn!(error = %e, "garbage collection of the artifact store failed"),
+        }
     }
 
     /// Makes the runtime run `desired`: prepare every change first (all-or-nothing), then stop
@@ -547,6 +595,25 @@ where
             warn!(error = %e, "could not write the state record");
         }
     }
+}
+
+/// Every store digest a release needs: component blobs and the manifests images were pinned to.
+pub fn release_digests(desired: &DesiredState) -> Vec<fleetlet_core::Digest> {
+    let mut out = Vec::new();
+    for w in desired.workloads.values() {
+        let Some(c) = w.wasm.as_ref().map(|s| &s.component) else {
+            continue;
+        };
+        out.extend(c.digest);
+        if let Some(Ok(ArtifactRef::Registry(r))) =
+            c.pinned.as_deref().map(str::parse::<ArtifactRef>)
+        {
+            out.extend(r.digest);
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Load, validate and render: the pure part of a release, with errors shaped for the record.

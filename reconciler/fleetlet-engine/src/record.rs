@@ -36,6 +36,18 @@ pub struct AgentState {
     /// record was written.
     #[serde(default)]
     pub workloads: BTreeMap<String, WorkloadRecord>,
+    /// The artifacts of the last applied releases, newest first: garbage collection keeps
+    /// everything they reference.
+    #[serde(default)]
+    pub release_roots: Vec<ReleaseRoots>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleaseRoots {
+    pub commit: String,
+    /// Component blobs and the manifests (or indexes) images were pinned to.
+    pub digests: Vec<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

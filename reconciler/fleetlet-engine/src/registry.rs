@@ -107,4 +107,10 @@ pub trait ArtifactStore: crate::ports::BlobStore {
     ) -> Result<Option<Box<dyn BlobUpload + '_>>, crate::ports::StoreError>;
     /// Names a manifest in the store's index (`registry/repo:tag@digest`).
     fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), crate::ports::StoreError>;
+    /// Removes what `roots` do not reach (blobs being written or just written are kept);
+    /// returns (blobs removed, bytes freed).
+    fn collect_garbage(
+        &self,
+        roots: &std::collections::BTreeSet<Digest>,
+    ) -> Result<(usize, u64), crate::ports::StoreError>;
 }

@@ -147,6 +147,15 @@ impl fleetlet_engine::registry::ArtifactStore for MemBlobs {
     fn tag(&self, _: &str, _: &fleetlet_engine::registry::Descriptor) -> Result<(), StoreError> {
         Ok(())
     }
+    fn collect_garbage(
+        &self,
+        roots: &std::collections::BTreeSet<Digest>,
+    ) -> Result<(usize, u64), StoreError> {
+        let mut blobs = self.0.lock().unwrap();
+        let before = blobs.len();
+        blobs.retain(|d, _| roots.contains(d));
+        Ok((before - blobs.len(), 0))
+    }
 }
 
 #[derive(Clone, Default)]
@@ -475,4 +484,59 @@ fn refuses_state_from_a_newer_agent() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+#[test]
+fn garbage_collection_keeps_the_last_releases_and_last_known_good() {
+    let w = World::new();
+    let mut e = Engine::new(
+        "s1".into(),
+        w.repo.clone(),
+        w.host.clone(),
+        w.blobs.clone(),
+        w.state.clone(),
+    )
+    .unwrap()
+    .keep_releases(2);
+    let mut now = 0;
+    for (commit, comp) in [("c1", "one"), ("c2", "two"), ("c3", "three")] {
+        w.commit(
+            commit,
+            &[
+                (&format!("{comp}.wasm"), comp),
+                ("a.yaml", &app("a", &format!("{comp}.wasm"), comp)),
+            ],
+        );
+        now += 10;
+        assert!(matches!(e.reconcile(now), CycleOutcome::Applied { .. }));
+        if commit == "c1" {
+            now += 10;
+            e.reconcile(now); // promote c1 to last-known-good
+        }
+    }
+    let kept: Vec<Digest> = w.blobs.0.lock().unwrap().keys().copied().collect();
+    // c3 and c2 are the last two releases; c1 is still the last-known-good (c2, c3 not promoted).
+    for comp in ["one", "two", "three"] {
+        assert!(kept.contains(&Digest::of(comp.as_bytes())), "{comp} kept");
+    }
+    now += 10;
+    e.reconcile(now); // c3 promoted: c1 is now neither recent nor last-known-good
+    w.commit(
+        "c4",
+        &[
+            ("four.wasm", "four"),
+            ("a.yaml", &app("a", "four.wasm", "four")),
+        ],
+    );
+    e.reconcile(now + 10);
+    let kept: Vec<Digest> = w.blobs.0.lock().unwrap().keys().copied().collect();
+    assert!(
+        !kept.contains(&Digest::of(b"one")),
+        "c1's component collected"
+    );
+    assert!(
+        !kept.contains(&Digest::of(b"two")),
+        "c2's component collected"
+    );
+    assert!(kept.contains(&Digest::of(b"three")) && kept.contains(&Digest::of(b"four")));
 }

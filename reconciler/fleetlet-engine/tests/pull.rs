@@ -150,6 +150,12 @@ impl ArtifactStore for MemStore {
         self.tags.lock().unwrap().insert(name.into(), d.clone());
         Ok(())
     }
+    fn collect_garbage(
+        &self,
+        _: &std::collections::BTreeSet<Digest>,
+    ) -> Result<(usize, u64), StoreError> {
+        unreachable!()
+    }
 }
 
 fn reference(s: &str) -> RegistryRef {

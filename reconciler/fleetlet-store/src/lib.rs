@@ -84,4 +84,24 @@ impl fleetlet_engine::registry::ArtifactStore for OciStore {
     ) -> Result<(), fleetlet_engine::ports::StoreError> {
         self.set_ref(name, descriptor).map_err(to_port)
     }
+
+    fn collect_garbage(
+        &self,
+        roots: &std::collections::BTreeSet<fleetlet_core::Digest>,
+    ) -> Result<(usize, u64), fleetlet_engine::ports::StoreError> {
+        // Index entries not among the roots are old pulls: untag them so their blobs can go.
+        for entry in self.refs().map_err(to_port)? {
+            if !roots.contains(&entry.digest)
+                && let Some(name) = entry.name()
+            {
+                self.remove_ref(name).map_err(to_port)?;
+            }
+        }
+        let report = self.gc(roots, GC_GRACE, false).map_err(to_port)?;
+        Ok((report.removed.len(), report.freed_bytes()))
+    }
 }
+
+/// Blobs younger than this are never collected: they may belong to a pull in progress elsewhere
+/// (a `fleetlet pull` next to the agent) whose release is not recorded yet.
+pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(15 * 60);

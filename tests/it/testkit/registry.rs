@@ -52,7 +52,10 @@ impl TestRegistry {
                 }
                 let file = dir.path().join("htpasswd");
                 std::fs::write(&file, &out.stdout)?;
-                format!("auth: {{htpasswd: {{realm: test, path: {}}}}}\n", file.display())
+                format!(
+                    "auth: {{htpasswd: {{realm: test, path: {}}}}}\n",
+                    file.display()
+                )
             }
             None => String::new(),
         };
@@ -90,7 +93,8 @@ impl TestRegistry {
                     return Ok(TestRegistry { port, child, dir });
                 }
                 if let Ok(Some(status)) = child.try_wait() {
-                    let log = std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(dir.path().join("registry.log"))
+                        .unwrap_or_default();
                     last_err = Some(anyhow::anyhow!("docker-registry exited ({status}): {log}"));
                     break;
                 }
@@ -146,7 +150,9 @@ pub fn make_umoci_image(layout: &Path, tag: &str, layers: &[&[(&str, &[u8])]]) -
         if bundle.exists() {
             std::fs::remove_dir_all(&bundle)?;
         }
-        run(Command::new("umoci").args(["unpack", "--image", &image]).arg(&bundle))?;
+        run(Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(&bundle))?;
         for (path, contents) in *files {
             let file = bundle.join("rootfs").join(path.trim_start_matches('/'));
             if let Some(parent) = file.parent() {
@@ -163,7 +169,12 @@ pub fn make_umoci_image(layout: &Path, tag: &str, layers: &[&[(&str, &[u8])]]) -
 }
 
 /// `skopeo copy oci:LAYOUT:TAG docker://DEST` to a plain-HTTP registry; `creds` as `user:pw`.
-pub fn push_image_with_skopeo(layout: &Path, tag: &str, dest: &str, creds: Option<&str>) -> Result<()> {
+pub fn push_image_with_skopeo(
+    layout: &Path,
+    tag: &str,
+    dest: &str,
+    creds: Option<&str>,
+) -> Result<()> {
     let mut cmd = Command::new("skopeo");
     cmd.args(["copy", "--quiet", "--dest-tls-verify=false"]);
     if let Some(c) = creds {
@@ -184,7 +195,10 @@ pub fn skopeo_inspect_raw(reference: &str, creds: Option<&str>) -> Result<Vec<u8
     cmd.arg(format!("docker://{reference}"));
     let out = cmd.output().context("running skopeo inspect")?;
     if !out.status.success() {
-        bail!("skopeo inspect {reference} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "skopeo inspect {reference} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(out.stdout)
 }
@@ -271,7 +285,9 @@ pub struct FaultyRegistry {
 impl FaultyRegistry {
     pub fn start(fault: Fault) -> Result<Self> {
         // A deterministic 64 KiB blob, not all zeros (so truncation changes the hash).
-        let blob: Vec<u8> = (0..65536u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let blob: Vec<u8> = (0..65536u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
         let blob_digest = Digest::of(&blob).to_string();
         let manifest = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{blob_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{blob_digest}","size":{}}}]}}"#,
@@ -357,7 +373,11 @@ impl FaultyRegistry {
 
     /// Request targets (path and query) seen so far.
     pub fn seen(&self) -> Vec<String> {
-        self.shared.seen.lock().map(|s| s.clone()).unwrap_or_default()
+        self.shared
+            .seen
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -388,11 +408,19 @@ fn head(stream: &mut TcpStream, status: &str, headers: &[(&str, String)]) -> io:
     stream.write_all(out.as_bytes())
 }
 
-fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) -> io::Result<()> {
+fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    content_type: &str,
+    body: &[u8],
+) -> io::Result<()> {
     head(
         stream,
         status,
-        &[("Content-Type", content_type.to_string()), ("Content-Length", body.len().to_string())],
+        &[
+            ("Content-Type", content_type.to_string()),
+            ("Content-Length", body.len().to_string()),
+        ],
     )?;
     stream.write_all(body)
 }
@@ -455,7 +483,12 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
             return Ok(());
         }
         Fault::Unavailable(_) if (is_manifest || is_blob) && take_fault(s) => {
-            return respond(&mut stream, "503 Service Unavailable", "text/plain", b"down for maintenance\n");
+            return respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                b"down for maintenance\n",
+            );
         }
         _ => {}
     }
@@ -473,7 +506,10 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
                 let mut big = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":""#.to_vec();
                 big.resize(5 << 20, b'a');
                 big.extend_from_slice(b"\"}}");
-                let mut headers = vec![("Content-Type", "application/vnd.oci.image.manifest.v1+json".to_string())];
+                let mut headers = vec![(
+                    "Content-Type",
+                    "application/vnd.oci.image.manifest.v1+json".to_string(),
+                )];
                 if s.fault == Fault::HugeManifestDeclared {
                     headers.push(("Content-Length", big.len().to_string()));
                 }
@@ -488,7 +524,10 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
                     &mut stream,
                     "200 OK",
                     &[
-                        ("Content-Type", "application/vnd.oci.image.manifest.v1+json".into()),
+                        (
+                            "Content-Type",
+                            "application/vnd.oci.image.manifest.v1+json".into(),
+                        ),
                         ("Docker-Content-Digest", digest),
                         ("Content-Length", s.manifest.len().to_string()),
                     ],
@@ -506,13 +545,21 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
         let octet = ("Content-Type", "application/octet-stream".to_string());
         return match s.fault {
             Fault::TruncateBlob(_) if take_fault(s) => {
-                head(&mut stream, "200 OK", &[octet, ("Content-Length", blob.len().to_string())])?;
+                head(
+                    &mut stream,
+                    "200 OK",
+                    &[octet, ("Content-Length", blob.len().to_string())],
+                )?;
                 stream.write_all(&blob[..half])?;
                 stream.flush()?;
                 stream.shutdown(std::net::Shutdown::Both)
             }
             Fault::OverlongBlob => {
-                head(&mut stream, "200 OK", &[octet, ("Content-Length", (blob.len() + 16).to_string())])?;
+                head(
+                    &mut stream,
+                    "200 OK",
+                    &[octet, ("Content-Length", (blob.len() + 16).to_string())],
+                )?;
                 stream.write_all(blob)?;
                 let _ = stream.write_all(&[0u8; 16]);
                 Ok(())
@@ -529,7 +576,11 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
                 stream.shutdown(std::net::Shutdown::Both)
             }
             Fault::HangBlob => {
-                head(&mut stream, "200 OK", &[octet, ("Content-Length", blob.len().to_string())])?;
+                head(
+                    &mut stream,
+                    "200 OK",
+                    &[octet, ("Content-Length", blob.len().to_string())],
+                )?;
                 stream.write_all(&blob[..half])?;
                 stream.flush()?;
                 // Keep the connection open and silent until the registry is dropped.
@@ -543,7 +594,11 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
                 head(
                     &mut stream,
                     "200 OK",
-                    &[octet, ("Docker-Content-Digest", s.blob_digest.clone()), ("Content-Length", blob.len().to_string())],
+                    &[
+                        octet,
+                        ("Docker-Content-Digest", s.blob_digest.clone()),
+                        ("Content-Length", blob.len().to_string()),
+                    ],
                 )?;
                 if method == "HEAD" {
                     return Ok(());
@@ -552,7 +607,12 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
             }
         };
     }
-    respond(&mut stream, "404 Not Found", "application/json", br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#)
+    respond(
+        &mut stream,
+        "404 Not Found",
+        "application/json",
+        br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}"#,
+    )
 }
 
 /// The path of a Docker `config.json` with `user:password` for `host`, written under `dir`.
@@ -560,6 +620,9 @@ pub fn docker_config(dir: &Path, host: &str, user: &str, password: &str) -> Resu
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
     let path = dir.join("docker-config.json");
-    std::fs::write(&path, format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#))?;
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#),
+    )?;
     Ok(path)
 }
