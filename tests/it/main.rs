@@ -5,6 +5,7 @@ mod testkit;
 mod agent;
 mod cli;
 mod git;
+mod mirror;
 mod oci;
 mod state;
 mod store;

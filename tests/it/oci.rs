@@ -5,7 +5,7 @@
 
 use crate::testkit::components::{free_port, probe_http};
 use crate::testkit::registry::{
-    Fault, FaultyRegistry, TestRegistry, VecSink, docker_config, make_umoci_image,
+    BEARER_TOKEN, Fault, FaultyRegistry, TestRegistry, VecSink, docker_config, make_umoci_image,
     push_image_with_skopeo, skopeo_inspect_raw,
 };
 use fleetlet_core::Digest;
@@ -650,4 +650,88 @@ fn an_unreachable_registry_is_unavailable_naming_the_reference() {
         "{text}"
     );
     assert!(text.contains("onnect"), "names the cause: {text}");
+}
+
+#[test]
+fn bearer_token_flow_with_docker_config_credentials() {
+    let f = FaultyRegistry::start(Fault::Bearer).expect("token registry");
+
+    let anonymous = adapter(fast_config());
+    let err = anonymous
+        .fetch_manifest(&f.reference())
+        .expect_err("no credentials");
+    assert!(matches!(err, RegistryError::Denied { .. }), "{err}");
+    assert!(err.to_string().contains("anonymous access"), "{err}");
+
+    let before = f.seen().len();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = docker_config(dir.path(), &f.host(), "edge", "s3cret").expect("config");
+    let a = adapter(RegistryConfig {
+        docker_config: Some(config),
+        ..fast_config()
+    });
+    let m = a.fetch_manifest(&f.reference()).expect("with a token");
+    assert_eq!(m.bytes, f.manifest_bytes());
+    let mut sink = VecSink::default();
+    a.fetch_blob(&f.reference(), &f.blob_descriptor(), &mut sink)
+        .expect("blob with the cached token");
+    assert_eq!(sink.data, f.blob());
+    let seen = f.seen().split_off(before);
+    let token_requests: Vec<_> = seen.iter().filter(|t| t.starts_with("/token")).collect();
+    assert_eq!(
+        token_requests.len(),
+        1,
+        "the token is cached per repository: {seen:?}"
+    );
+    assert!(
+        token_requests[0].contains("scope=repository%3Aapp%3Apull"),
+        "{seen:?}"
+    );
+    assert!(token_requests[0].contains("service=faulty"), "{seen:?}");
+    assert!(!BEARER_TOKEN.is_empty());
+}
+
+#[test]
+fn tls_registry_with_a_custom_ca() {
+    let reg = TestRegistry::start_tls().expect("TLS registry");
+    let ca = reg.ca.clone().expect("CA");
+    let layout = three_layer_image(reg.scratch(), "v1", "tls");
+    let name = format!("{}/app:v1", reg.host());
+    push_image_with_skopeo(&layout, "v1", &name, None).expect("skopeo push (no verify)");
+
+    // Trusting the CA for that host: HTTPS even on loopback, and the certificate checks out.
+    let mut config = fast_config();
+    config.hosts.insert(
+        reg.host(),
+        HostConfig {
+            ca_file: Some(ca),
+            ..Default::default()
+        },
+    );
+    let a = adapter(config);
+    let m = a.fetch_manifest(&reference(&name)).expect("over TLS");
+    assert_eq!(m.bytes, skopeo_inspect_raw(&name, None).expect("inspect"));
+
+    // Without the CA but forced to HTTPS through a mirror entry: the certificate is refused.
+    let mut config = fast_config();
+    config.retries = 0;
+    config.hosts.insert(
+        "upstream.invalid".into(),
+        HostConfig {
+            mirrors: vec![format!("https://{}", reg.host())],
+            ..Default::default()
+        },
+    );
+    let a = adapter(config);
+    let err = a
+        .fetch_manifest(&reference("upstream.invalid/app:v1"))
+        .expect_err("untrusted certificate");
+    assert!(
+        err.to_string().contains(&format!("mirror {}", reg.host())),
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
 }

@@ -114,3 +114,35 @@ pub trait ArtifactStore: crate::ports::BlobStore {
         roots: &std::collections::BTreeSet<Digest>,
     ) -> Result<(usize, u64), crate::ports::StoreError>;
 }
+
+// The agent shares one store between the engine and the registry mirror.
+impl<T: crate::ports::BlobStore + ?Sized> crate::ports::BlobStore for std::sync::Arc<T> {
+    fn put(&self, bytes: &[u8]) -> Result<Digest, crate::ports::StoreError> {
+        (**self).put(bytes)
+    }
+    fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, crate::ports::StoreError> {
+        (**self).get(digest)
+    }
+}
+
+impl<T: ArtifactStore + ?Sized> ArtifactStore for std::sync::Arc<T> {
+    fn contains(&self, digest: &Digest) -> bool {
+        (**self).contains(digest)
+    }
+    fn begin(
+        &self,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<Option<Box<dyn BlobUpload + '_>>, crate::ports::StoreError> {
+        (**self).begin(digest, size)
+    }
+    fn tag(&self, name: &str, descriptor: &Descriptor) -> Result<(), crate::ports::StoreError> {
+        (**self).tag(name, descriptor)
+    }
+    fn collect_garbage(
+        &self,
+        roots: &std::collections::BTreeSet<Digest>,
+    ) -> Result<(usize, u64), crate::ports::StoreError> {
+        (**self).collect_garbage(roots)
+    }
+}

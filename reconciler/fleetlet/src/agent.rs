@@ -144,7 +144,8 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let store = SledStateStore::open(&state_dir.join("db"))
         .context("opening the state store (is another agent running on this state dir?)")?;
-    let blobs = OciStore::open(&state_dir.join("oci")).context("opening the artifact store")?;
+    let blobs =
+        Arc::new(OciStore::open(&state_dir.join("oci")).context("opening the artifact store")?);
     let mut host_config = WasmHostConfig::new(
         state_dir.join("compiled"),
         state_dir.join("volumes"),
@@ -159,6 +160,7 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     let host = WasmHost::new(host_config).context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
+    let mirror_store = blobs.clone();
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?;
 
@@ -175,6 +177,16 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     info!(address = %cfg.listen.status, site = %cfg.site, "agent starting");
     let http_shutdown = Arc::new(tokio::sync::Notify::new());
     rt.spawn(serve_http(listener, shared.clone(), http_shutdown.clone()));
+    if let Some(addr) = cfg.listen.registry_mirror {
+        let mirror = rt
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("binding the registry mirror on {addr}"))?;
+        info!(address = %addr, "serving the artifact store as a registry mirror");
+        let shutdown = http_shutdown.clone();
+        rt.spawn(fleetlet_mirror::serve(mirror, mirror_store, async move {
+            shutdown.notified().await
+        }));
+    }
     // Installed before any work, so an early SIGTERM drains rather than kills.
     let signals = rt.block_on(async {
         use tokio::signal::unix::{SignalKind, signal};

@@ -118,12 +118,17 @@ pub struct ListenConfig {
     /// them off the site's network).
     #[serde(default = "default_status_addr")]
     pub status: SocketAddr,
+    /// Serve the artifact store read-only as an OCI registry mirror here (e.g. 127.0.0.1:5050),
+    /// for k3s's containerd (see deploy/k3s/registries.yaml). Off when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_mirror: Option<SocketAddr>,
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
         ListenConfig {
             status: default_status_addr(),
+            registry_mirror: None,
         }
     }
 }

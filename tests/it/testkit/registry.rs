@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 /// A running `docker-registry`, killed (by its PID) on drop.
 pub struct TestRegistry {
     pub port: u16,
+    /// For [`TestRegistry::start_tls`]: the CA (PEM) that signed the registry's certificate.
+    pub ca: Option<PathBuf>,
     child: Child,
     dir: tempfile::TempDir,
 }
@@ -29,15 +31,21 @@ pub struct TestRegistry {
 impl TestRegistry {
     /// An anonymous registry.
     pub fn start() -> Result<Self> {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
+    }
+
+    /// An anonymous registry on HTTPS, with a certificate for `IP:127.0.0.1` signed by a
+    /// throwaway CA (in [`TestRegistry::ca`]).
+    pub fn start_tls() -> Result<Self> {
+        Self::start_inner(None, true)
     }
 
     /// A registry that demands basic auth (`htpasswd -Bbn user pw`).
     pub fn start_with_htpasswd(user: &str, password: &str) -> Result<Self> {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(Some((user, password)), false)
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> Result<Self> {
+    fn start_inner(auth: Option<(&str, &str)>, tls: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let storage = dir.path().join("storage");
         std::fs::create_dir_all(&storage)?;
@@ -59,6 +67,19 @@ impl TestRegistry {
             }
             None => String::new(),
         };
+        let (tls_yaml, ca) = if tls {
+            let (cert, key, ca) = make_tls_material(dir.path())?;
+            (
+                format!(
+                    ", tls: {{certificate: {}, key: {}}}",
+                    cert.display(),
+                    key.display()
+                ),
+                Some(ca),
+            )
+        } else {
+            (String::new(), None)
+        };
         // A free port can be taken between probing and binding; retry a few times.
         let mut last_err = None;
         for _ in 0..5 {
@@ -70,7 +91,7 @@ impl TestRegistry {
                     "version: 0.1\n\
                      log: {{level: warn, accesslog: {{disabled: true}}}}\n\
                      storage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}\n\
-                     http: {{addr: 127.0.0.1:{port}, secret: test-only}}\n\
+                     http: {{addr: 127.0.0.1:{port}, secret: test-only{tls_yaml}}}\n\
                      {auth_yaml}",
                     storage.display()
                 ),
@@ -86,11 +107,16 @@ impl TestRegistry {
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
-                // 200 anonymous, 401 with auth: either way it is serving.
+                // 200 anonymous, 401 with auth, 400 (plain HTTP to TLS): either way it serves.
                 if let Ok((status, _)) = http_get(addr, "/v2/")
-                    && (status == 200 || status == 401)
+                    && (status == 200 || status == 401 || (tls && status == 400))
                 {
-                    return Ok(TestRegistry { port, child, dir });
+                    return Ok(TestRegistry {
+                        port,
+                        ca,
+                        child,
+                        dir,
+                    });
                 }
                 if let Ok(Some(status)) = child.try_wait() {
                     let log = std::fs::read_to_string(dir.path().join("registry.log"))
@@ -126,6 +152,66 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA and a server certificate for `IP:127.0.0.1` signed by it (P-256), with `openssl`.
+fn make_tls_material(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let p = |name: &str| dir.join(name);
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=fleetlet test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+        ])
+        .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        .arg("-keyout")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.pem")))?;
+    run(Command::new("openssl")
+        .args([
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")))?;
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )?;
+    run(Command::new("openssl")
+        .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+        .arg("-in")
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.pem"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-extfile")
+        .arg(p("ext.cnf"))
+        .arg("-out")
+        .arg(p("server.pem")))?;
+    Ok((p("server.pem"), p("server.key"), p("ca.pem")))
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
@@ -257,10 +343,17 @@ pub enum Fault {
     HugeManifestDeclared,
     /// Manifests of 5 MiB, close-delimited (no `Content-Length`).
     HugeManifestUndeclared,
+    /// Token auth: everything needs `Bearer tok-123`, which `/token` gives only for basic
+    /// credentials `edge:s3cret` (scopes and services are recorded in `seen`).
+    Bearer,
 }
+
+/// The token the [`Fault::Bearer`] registry hands out.
+pub const BEARER_TOKEN: &str = "tok-123";
 
 struct Shared {
     fault: Fault,
+    addr: SocketAddr,
     manifest: Vec<u8>,
     blob: Vec<u8>,
     blob_digest: String,
@@ -299,8 +392,11 @@ impl FaultyRegistry {
             Fault::TruncateBlob(n) | Fault::TooManyRequests(n) | Fault::Unavailable(n) => n,
             _ => usize::MAX,
         };
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             fault,
+            addr,
             manifest,
             blob,
             blob_digest,
@@ -310,8 +406,6 @@ impl FaultyRegistry {
             faults_left: AtomicUsize::new(faults_left),
             seen: Mutex::new(Vec::new()),
         });
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let thread_shared = shared.clone();
         let thread = std::thread::spawn(move || {
             for stream in listener.incoming() {
@@ -430,10 +524,16 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut authorization = String::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
             break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("authorization")
+        {
+            authorization = value.trim().to_string();
         }
     }
     let mut parts = request_line.split_whitespace();
@@ -446,6 +546,45 @@ fn serve(mut stream: TcpStream, s: &Shared) -> io::Result<()> {
         seen.push(target.clone());
     }
     let path = target.split('?').next().unwrap_or("");
+    if s.fault == Fault::Bearer {
+        use base64::Engine as _;
+        if path == "/token" {
+            let good = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("edge:s3cret")
+            );
+            return if authorization == good {
+                respond(
+                    &mut stream,
+                    "200 OK",
+                    "application/json",
+                    format!(r#"{{"token":"{BEARER_TOKEN}"}}"#).as_bytes(),
+                )
+            } else {
+                respond(
+                    &mut stream,
+                    "401 Unauthorized",
+                    "text/plain",
+                    b"bad credentials\n",
+                )
+            };
+        }
+        if authorization != format!("Bearer {BEARER_TOKEN}") {
+            let challenge = format!(
+                r#"Bearer realm="http://{}/token",service="faulty",scope="repository:app:pull""#,
+                s.addr
+            );
+            head(
+                &mut stream,
+                "401 Unauthorized",
+                &[
+                    ("WWW-Authenticate", challenge),
+                    ("Content-Length", "0".into()),
+                ],
+            )?;
+            return Ok(());
+        }
+    }
     if path == "/v2/" || path == "/v2" {
         return respond(&mut stream, "200 OK", "application/json", b"{}");
     }
