@@ -1,7 +1,7 @@
 //! The status report: what runs, from which commit, the last error and the last sync. Served at
 //! `/status`, written to `status.json` and printed by `fleetlet status`.
 
-use crate::record::{AgentState, CycleError};
+use crate::record::{AgentState, CycleError, ReleaseRoots};
 use fleetlet_core::render::WasmKind;
 use fleetlet_core::{ObservedWorkload, WorkloadHealth};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,10 @@ pub struct Status {
     pub last_sync: Option<i64>,
     pub last_error: Option<CycleError>,
     pub workloads: Vec<WorkloadStatus>,
+    /// Artifacts of the last applied releases (newest first) and of the last-known-good: what
+    /// the artifact store keeps.
+    #[serde(default)]
+    pub release_roots: Vec<ReleaseRoots>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +97,18 @@ impl Status {
             last_sync: state.last_sync,
             last_error: state.last_error.clone(),
             workloads,
+            release_roots: {
+                let mut roots = state.release_roots.clone();
+                if let Some(lkg) = &state.last_known_good
+                    && !roots.iter().any(|r| r.commit == lkg.revision.commit)
+                {
+                    roots.push(ReleaseRoots {
+                        commit: lkg.revision.commit.clone(),
+                        digests: crate::engine::release_digests(&lkg.desired),
+                    });
+                }
+                roots
+            },
         }
     }
 }

@@ -196,8 +196,9 @@ impl fmt::Debug for OciRegistry {
 impl OciRegistry {
     /// Builds the adapter. `handle` must belong to a multi-thread runtime (or a current-thread
     /// one that another thread drives): the adapter blocks on it with `Handle::block_on` from
-    /// the caller's thread, which must not itself be a runtime thread. Reads the CA files and
-    /// the Docker config now, so a broken one is reported at start-up.
+    /// the caller's thread, which must not be a runtime worker (a plain or `spawn_blocking`
+    /// thread is fine). The runtime needs its time and I/O drivers (`enable_all`). Reads the
+    /// CA files and the Docker config now, so a broken one is reported at start-up.
     pub fn new(
         config: RegistryConfig,
         handle: tokio::runtime::Handle,
@@ -340,19 +341,11 @@ impl OciRegistry {
         self.credentials.get(key)
     }
 
-    /// Runs `fut` to completion from the caller's (non-runtime) thread.
-    fn block_on<T>(
-        &self,
-        reference: impl fmt::Display,
-        fut: impl Future<Output = Result<T, RegistryError>>,
-    ) -> Result<T, RegistryError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            // block_on would panic inside a runtime; say what went wrong instead.
-            return Err(RegistryError::Unavailable {
-                reference: reference.to_string(),
-                message: "the registry adapter was called from an async runtime thread".into(),
-            });
-        }
+    /// Runs `fut` to completion from the caller's thread. That thread must not be a runtime
+    /// worker (tokio panics then); a plain thread or a `spawn_blocking` thread is fine. There is
+    /// no guard: `Handle::try_current` cannot tell a worker from a `spawn_blocking` thread, and
+    /// refusing the latter would refuse the agent's normal way of calling the engine.
+    fn block_on<T>(&self, fut: impl Future<Output = T>) -> T {
         self.handle.block_on(fut)
     }
 
@@ -897,7 +890,7 @@ impl Registry for OciRegistry {
             }
         };
         let endpoints = self.endpoints(&reference.registry, true);
-        self.block_on(reference, async {
+        self.block_on(async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
                     self.fetch_manifest_once(ep, reference, &target).await
@@ -919,7 +912,7 @@ impl Registry for OciRegistry {
         );
         let endpoints = self.endpoints(&reference.registry, true);
         let mut dirty = false;
-        self.block_on(&blob_ref, async {
+        self.block_on(async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
                     self.fetch_blob_once(ep, reference, descriptor, &mut *sink, &mut dirty)
@@ -947,7 +940,7 @@ impl Registry for OciRegistry {
         // Pushes go to the registry itself: mirrors are read-only caches.
         let endpoints = self.endpoints(&reference.registry, false);
         let body = bytes::Bytes::copy_from_slice(bytes);
-        self.block_on(&blob_ref, async {
+        self.block_on(async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
                     self.push_blob_once(ep, reference, digest, &body).await
@@ -978,7 +971,7 @@ impl Registry for OciRegistry {
             .unwrap_or_else(|| computed.to_string());
         let endpoints = self.endpoints(&reference.registry, false);
         let body = bytes::Bytes::copy_from_slice(bytes);
-        self.block_on(reference, async {
+        self.block_on(async {
             let result = self
                 .with_retries(&endpoints, async |ep| {
                     self.push_manifest_once(ep, reference, &target, &body, media_type, computed)
@@ -1160,6 +1153,12 @@ mod tests {
             error_detail(b"\n  404 page not found\n"),
             "404 page not found"
         );
+    }
+
+    #[test]
+    fn the_adapter_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<OciRegistry>();
     }
 
     #[test]

@@ -96,11 +96,26 @@ impl OciStore {
         Ok(report)
     }
 
+    /// Every blob reachable from `roots` alone.
+    pub fn reachable_only(&self, roots: &BTreeSet<Digest>) -> Result<BTreeSet<Digest>, StoreError> {
+        self.reachable_from(roots, false)
+    }
+
     /// Every blob reachable from `roots` and from `index.json`.
     pub fn reachable(&self, roots: &BTreeSet<Digest>) -> Result<BTreeSet<Digest>, StoreError> {
+        self.reachable_from(roots, true)
+    }
+
+    fn reachable_from(
+        &self,
+        roots: &BTreeSet<Digest>,
+        index_is_root: bool,
+    ) -> Result<BTreeSet<Digest>, StoreError> {
         let mut seen = BTreeSet::new();
         let mut todo: Vec<Digest> = roots.iter().copied().collect();
-        todo.extend(self.refs()?.into_iter().map(|r| r.digest));
+        if index_is_root {
+            todo.extend(self.refs()?.into_iter().map(|r| r.digest));
+        }
         while let Some(d) = todo.pop() {
             if !seen.insert(d) {
                 continue;
@@ -112,6 +127,29 @@ impl OciStore {
         Ok(seen)
     }
 
+    /// The agent's collection: index entries that no root names are untagged (old pulls), then
+    /// everything the roots do not reach and older than `min_age` goes. A dry run changes
+    /// nothing and reports what would go.
+    pub fn collect_unused(
+        &self,
+        roots: &BTreeSet<Digest>,
+        min_age: Duration,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let stale: Vec<String> = self
+            .refs()?
+            .into_iter()
+            .filter(|e| !roots.contains(&e.digest))
+            .filter_map(|e| e.name().map(String::from))
+            .collect();
+        if !dry_run {
+            for name in &stale {
+                self.remove_ref(name)?;
+            }
+        }
+        self.sweep(roots, false, min_age, dry_run)
+    }
+
     /// Removes blobs not reachable from `roots` (nor from `index.json`) and older than `min_age`.
     pub fn gc(
         &self,
@@ -119,7 +157,17 @@ impl OciStore {
         min_age: Duration,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
-        let keep = self.reachable(roots)?;
+        self.sweep(roots, true, min_age, dry_run)
+    }
+
+    fn sweep(
+        &self,
+        roots: &BTreeSet<Digest>,
+        index_is_root: bool,
+        min_age: Duration,
+        dry_run: bool,
+    ) -> Result<GcReport, StoreError> {
+        let keep = self.reachable_from(roots, index_is_root)?;
         let now = SystemTime::now();
         let mut report = GcReport::default();
         for (digest, size) in self.blobs()? {

@@ -81,11 +81,23 @@ impl OciStore {
         let tmp = root.join(".tmp");
         fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, "creating", e))?;
         fs::create_dir_all(&tmp).map_err(|e| io_err(&tmp, "creating", e))?;
+        // Leftovers of writers that died; another live process's download (the agent while
+        // the CLI runs) is left alone.
         for entry in fs::read_dir(&tmp)
             .map_err(|e| io_err(&tmp, "listing", e))?
             .flatten()
         {
-            let _ = fs::remove_file(entry.path());
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let writer_alive = name
+                .split('-')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| {
+                    pid != std::process::id() && Path::new(&format!("/proc/{pid}")).exists()
+                });
+            if !writer_alive {
+                let _ = fs::remove_file(entry.path());
+            }
         }
         let store = OciStore {
             root: root.to_path_buf(),

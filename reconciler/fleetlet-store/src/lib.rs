@@ -89,15 +89,9 @@ impl fleetlet_engine::registry::ArtifactStore for OciStore {
         &self,
         roots: &std::collections::BTreeSet<fleetlet_core::Digest>,
     ) -> Result<(usize, u64), fleetlet_engine::ports::StoreError> {
-        // Index entries not among the roots are old pulls: untag them so their blobs can go.
-        for entry in self.refs().map_err(to_port)? {
-            if !roots.contains(&entry.digest)
-                && let Some(name) = entry.name()
-            {
-                self.remove_ref(name).map_err(to_port)?;
-            }
-        }
-        let report = self.gc(roots, GC_GRACE, false).map_err(to_port)?;
+        let report = self
+            .collect_unused(roots, GC_GRACE, false)
+            .map_err(to_port)?;
         Ok((report.removed.len(), report.freed_bytes()))
     }
 }

@@ -80,7 +80,8 @@ impl<'s> BlobWriter<'s> {
         claim: Claim<'s>,
     ) -> Result<Self, StoreError> {
         let file = tempfile::Builder::new()
-            .prefix(&format!("{}-", expected.hex()))
+            // The pid lets a later `open` tell a dead writer's leftovers from a live download.
+            .prefix(&format!("{}-{}-", std::process::id(), expected.hex()))
             .tempfile_in(store.tmp_dir())
             .map_err(|e| io_err(store.tmp_dir(), "creating temp file", e))?;
         Ok(BlobWriter {

@@ -2,6 +2,7 @@
 //! agent's HTTP endpoint. Errors are `anyhow` here, with context naming what was being done.
 
 mod agent;
+mod cache_cmd;
 mod config;
 mod fs_tree;
 mod metrics;
@@ -55,6 +56,21 @@ pub enum Output {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Artifacts, blobs, sizes, and which releases use them.
+    Ls,
+    /// Re-hash every blob; remove (and name) each corrupt one, so the next pull repairs it.
+    /// Exit 1 when any was corrupt.
+    Verify,
+    /// Remove blobs that none of the recorded releases uses (and that are older than 15 min).
+    Gc {
+        /// Only report what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the site agent: pull the fleet repo, render this site, run its workloads.
     Agent {
@@ -90,6 +106,17 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// The site's artifact store: list, verify, collect garbage.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+        #[arg(long, global = true, conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, short, global = true, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, global = true, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Write the JSON Schemas of every document kind.
     Schemas {
         #[arg(long, default_value = "schemas")]
@@ -121,6 +148,16 @@ fn main() -> ExitCode {
             config,
             output,
         } => status_cmd(state_dir, config, output),
+        Command::Cache {
+            command,
+            state_dir,
+            config,
+            output,
+        } => resolve_state_dir(state_dir, config).and_then(|dir| match command {
+            CacheCommand::Ls => cache_cmd::ls(&dir, output),
+            CacheCommand::Verify => cache_cmd::verify(&dir, output),
+            CacheCommand::Gc { dry_run } => cache_cmd::gc(&dir, dry_run, output),
+        }),
         Command::Schemas { out } => write_schemas(&out).map(|_| true),
     };
     match result {
@@ -255,16 +292,23 @@ fn render_tree(
     }
 }
 
+fn resolve_state_dir(
+    state_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<PathBuf> {
+    Ok(match (state_dir, config) {
+        (Some(d), _) => d,
+        (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
+        (None, None) => PathBuf::from("/var/lib/fleetlet"),
+    })
+}
+
 fn status_cmd(
     state_dir: Option<PathBuf>,
     config: Option<PathBuf>,
     output: Output,
 ) -> anyhow::Result<bool> {
-    let dir = match (state_dir, config) {
-        (Some(d), _) => d,
-        (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
-        (None, None) => PathBuf::from("/var/lib/fleetlet"),
-    };
+    let dir = resolve_state_dir(state_dir, config)?;
     let path = dir.join(agent::STATUS_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
