@@ -3,6 +3,7 @@
 mod testkit;
 
 mod agent;
+mod artifacts;
 mod cli;
 mod git;
 mod mirror;

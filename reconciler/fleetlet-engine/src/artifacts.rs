@@ -80,7 +80,9 @@ pub enum PullError {
 impl PullError {
     pub fn is_transient(&self) -> bool {
         match self {
-            PullError::Registry(e) => e.is_transient(),
+            // A tag pushed after the commit that names it, or credentials fixed on the site,
+            // make the same release pass later: only an invalid answer is final.
+            PullError::Registry(e) => !matches!(e, RegistryError::Invalid { .. }),
             PullError::Store { .. } => true,
             PullError::Manifest { .. } => false,
         }

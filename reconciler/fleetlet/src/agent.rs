@@ -161,8 +161,12 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let host = WasmHost::new(host_config).context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
     let mirror_store = blobs.clone();
+    let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
+        .context("configuring registry access")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
-        .context("loading agent state")?;
+        .context("loading agent state")?
+        .with_registry(Box::new(registry))
+        .keep_releases(cfg.registries.keep_releases);
 
     let shared = Arc::new(Shared {
         status: RwLock::new(engine.status()),

@@ -7,6 +7,7 @@ use fleetlet_core::SiteName;
 use fleetlet_core::units::DurationSpec;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -24,9 +25,91 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub source: SourceConfig,
     #[serde(default)]
+    pub registries: RegistriesConfig,
+    #[serde(default)]
     pub runtimes: RuntimesConfig,
     #[serde(default)]
     pub listen: ListenConfig,
+}
+
+/// How the agent reaches OCI registries for image components.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistriesConfig {
+    /// A Docker `config.json` with credentials (`auths.<host>.auth`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_config: Option<PathBuf>,
+    /// Connect timeout, and idle timeout of every read (default 30s).
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationSpec,
+    /// Retries on transient failures (network, 5xx, 429), with backoff and jitter (default 3).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Per registry host (`host[:port]`): mirrors, CA, plain HTTP.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub hosts: BTreeMap<String, RegistryHostConfig>,
+    /// Applied releases whose artifacts the store keeps (default 3).
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: usize,
+}
+
+impl Default for RegistriesConfig {
+    fn default() -> Self {
+        RegistriesConfig {
+            docker_config: None,
+            timeout: default_timeout(),
+            retries: default_retries(),
+            hosts: BTreeMap::new(),
+            keep_releases: default_keep_releases(),
+        }
+    }
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_keep_releases() -> usize {
+    3
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistryHostConfig {
+    /// Plain HTTP (loopback registries get it by default, as with Docker).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Extra CA (PEM) trusted for this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Mirrors tried in order before the registry itself: `host[:port]` or `http(s)://host[:port]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<String>,
+}
+
+impl RegistriesConfig {
+    pub fn to_adapter(&self) -> fleetlet_oci::RegistryConfig {
+        fleetlet_oci::RegistryConfig {
+            hosts: self
+                .hosts
+                .iter()
+                .map(|(h, c)| {
+                    (
+                        h.clone(),
+                        fleetlet_oci::HostConfig {
+                            insecure: c.insecure,
+                            ca_file: c.ca_file.clone(),
+                            mirrors: c.mirrors.clone(),
+                        },
+                    )
+                })
+                .collect(),
+            docker_config: self.docker_config.clone(),
+            timeout: self.timeout.as_duration(),
+            retries: self.retries,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -168,12 +251,15 @@ impl AgentConfig {
         // Relative paths are relative to the config file, as an operator reading it expects.
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.state_dir = base.join(&cfg.state_dir);
+        let host_cas = cfg.registries.hosts.values_mut().map(|h| &mut h.ca_file);
         for p in [
             &mut cfg.source.git.ca_file,
             &mut cfg.source.git.ssh_key,
             &mut cfg.source.git.known_hosts,
+            &mut cfg.registries.docker_config,
         ]
         .into_iter()
+        .chain(host_cas)
         .flatten()
         {
             *p = base.join(&*p);

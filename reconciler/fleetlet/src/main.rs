@@ -6,6 +6,7 @@ mod cache_cmd;
 mod config;
 mod fs_tree;
 mod metrics;
+mod oci_cmd;
 mod schema;
 
 use anyhow::{Context, bail};
@@ -106,6 +107,31 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Publish a Wasm component as an OCI artifact (CNCF Wasm layout) and print its digest.
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// `registry/repo:tag`, or `oci:PATH:TAG` for a local OCI layout.
+        reference: String,
+        /// Agent config whose `registries` section (credentials, CAs) to use.
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Pull an image or component into the site's artifact store by hand.
+    Pull {
+        reference: String,
+        #[arg(long, conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        /// os/arch[/variant] to pick from an index (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// The site's artifact store: list, verify, collect garbage.
     Cache {
         #[command(subcommand)]
@@ -157,6 +183,27 @@ fn main() -> ExitCode {
             CacheCommand::Ls => cache_cmd::ls(&dir, output),
             CacheCommand::Verify => cache_cmd::verify(&dir, output),
             CacheCommand::Gc { dry_run } => cache_cmd::gc(&dir, dry_run, output),
+        }),
+        Command::Push {
+            file,
+            reference,
+            config,
+            output,
+        } => oci_cmd::push(&file, &reference, config.as_deref(), output),
+        Command::Pull {
+            reference,
+            state_dir,
+            config,
+            platform,
+            output,
+        } => resolve_state_dir(state_dir, config.clone()).and_then(|dir| {
+            oci_cmd::pull_cmd(
+                &reference,
+                dir,
+                config.as_deref(),
+                platform.as_deref(),
+                output,
+            )
         }),
         Command::Schemas { out } => write_schemas(&out).map(|_| true),
     };

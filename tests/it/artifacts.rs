@@ -1,0 +1,152 @@
+//! Image components end to end: `fleetlet push` to a real registry, the agent pulls and pins
+//! them per release, serves them, and restarts with the registry gone; `fleetlet cache` finds
+//! what the store holds and what is corrupt.
+
+use crate::testkit::agent::{Agent, fleetlet, http_app, site_yaml, wait_body, write_config};
+use crate::testkit::components::{free_port, probe_http, probe_http_v2};
+use crate::testkit::git::TestRepo;
+use crate::testkit::registry::TestRegistry;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn push(file: &std::path::Path, reference: &str) -> String {
+    let (code, out, err) = fleetlet(&["push", file.to_str().unwrap(), reference]);
+    assert_eq!(code, 0, "{out}{err}");
+    out.trim().to_string()
+}
+
+#[test]
+fn image_components_are_pulled_pinned_per_release_and_survive_the_registry_going_away() {
+    let registry = TestRegistry::start().unwrap();
+    let image = format!("{}/fleet/probe:v1", registry.host());
+    let pinned_v1 = push(&probe_http(), &image);
+    assert!(
+        pinned_v1.starts_with(&format!("{image}@sha256:")),
+        "{pinned_v1}"
+    );
+
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    let app = |greeting: &str| {
+        http_app("shop", "web", port, greeting, "").replace("components/probe.wasm", &image)
+    };
+    let c1 = repo
+        .commit_files(
+            &[
+                ("sites/s.yaml", site_yaml("store-1", "wasm").as_bytes()),
+                ("apps/a.yaml", app("one").as_bytes()),
+            ],
+            "image component",
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let agent = Agent::start(&config);
+    let s = agent.wait_status(T, "image release applied", |s| {
+        s["appliedCommit"].as_str() == Some(c1.as_str())
+    });
+    wait_body(port, "/version", "v1", T).unwrap();
+    let artifact = s["workloads"][0]["artifact"].as_str().unwrap().to_string();
+    assert!(
+        artifact.starts_with("sha256:"),
+        "status names the component digest: {s:#}"
+    );
+
+    // The tag moves: nothing changes until the next release pins it again.
+    let pinned_v2 = push(&probe_http_v2(), &image);
+    assert_ne!(pinned_v1, pinned_v2);
+    std::thread::sleep(Duration::from_secs(1));
+    wait_body(port, "/version", "v1", Duration::from_secs(1)).unwrap();
+    let c2 = repo
+        .commit_files(&[("apps/a.yaml", app("two").as_bytes())], "new release")
+        .unwrap();
+    agent.wait_status(T, "second release", |s| {
+        s["appliedCommit"].as_str() == Some(c2.as_str())
+    });
+    wait_body(port, "/version", "v2", T).unwrap();
+
+    // The store is a layout skopeo reads, and cache ls shows the pinned reference.
+    let state = agent.state_dir.to_str().unwrap().to_string();
+    let (code, ls, _) = fleetlet(&["cache", "ls", "--state-dir", &state, "-o", "json"]);
+    assert_eq!(code, 0);
+    let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    let names: Vec<&str> = ls["refs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(names.contains(&pinned_v2.as_str()), "{names:?}");
+
+    // Registry gone, agent killed: it comes back from the store alone.
+    agent.kill9();
+    drop(registry);
+    let agent = Agent::start(&config);
+    wait_body(port, "/version", "v2", T).unwrap();
+    assert!(agent.terminate().success());
+
+    // verify: clean, then a corrupted blob is named, removed, and the exit code says so.
+    let (code, out, _) = fleetlet(&["cache", "verify", "--state-dir", &state]);
+    assert_eq!(code, 0, "{out}");
+    let blobs = std::path::Path::new(&state).join("oci/blobs/sha256");
+    let victim = std::fs::read_dir(&blobs)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&victim, b"bit rot").unwrap();
+    let (code, out, _) = fleetlet(&["cache", "verify", "--state-dir", &state]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(victim.file_name().unwrap().to_str().unwrap()),
+        "{out}"
+    );
+    assert!(!victim.exists());
+}
+
+#[test]
+fn a_release_whose_image_cannot_be_pulled_is_held() {
+    let registry = TestRegistry::start().unwrap();
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    let good = format!("{}/fleet/probe:v1", registry.host());
+    push(&probe_http(), &good);
+    let app = |image: &str| {
+        http_app("shop", "web", port, "x", "").replace("components/probe.wasm", image)
+    };
+    let c1 = repo
+        .commit_files(
+            &[
+                ("sites/s.yaml", site_yaml("store-1", "wasm").as_bytes()),
+                ("apps/a.yaml", app(&good).as_bytes()),
+            ],
+            "good",
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "good release", |s| {
+        s["appliedCommit"].as_str() == Some(c1.as_str())
+    });
+    // A tag that does not exist: refused (not found), the old version serves.
+    let missing = format!("{}/fleet/probe:nope", registry.host());
+    let bad = repo
+        .commit_files(&[("apps/a.yaml", app(&missing).as_bytes())], "missing tag")
+        .unwrap();
+    let s = agent.wait_status(T, "refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(bad.as_str())
+    });
+    assert_eq!(s["lastError"]["stage"], "store", "{s:#}");
+    assert!(
+        s["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("probe:nope"),
+        "{s:#}"
+    );
+    wait_body(port, "/", "hello", Duration::from_secs(2)).unwrap();
+    assert!(agent.terminate().success());
+}
