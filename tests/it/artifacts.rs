@@ -150,3 +150,86 @@ fn a_release_whose_image_cannot_be_pulled_is_held() {
     wait_body(port, "/", "hello", Duration::from_secs(2)).unwrap();
     assert!(agent.terminate().success());
 }
+
+/// Incompressible bytes (so gzip keeps layers big and pulls take time).
+fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn pulls_killed_at_random_moments_leave_no_corrupt_blob_and_resume() {
+    let registry = TestRegistry::start().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("layout");
+    let layers: Vec<Vec<u8>> = (0..4).map(|i| noise(i, 12 << 20)).collect();
+    let files: Vec<Vec<(&str, &[u8])>> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| vec![(["a", "b", "c", "d"][i], l.as_slice())])
+        .collect();
+    let file_refs: Vec<&[(&str, &[u8])]> = files.iter().map(|f| f.as_slice()).collect();
+    crate::testkit::registry::make_umoci_image(&layout, "big", &file_refs).unwrap();
+    let image = format!("{}/fleet/big:1", registry.host());
+    crate::testkit::registry::push_image_with_skopeo(&layout, "big", &image, None).unwrap();
+
+    let state = tmp.path().join("state");
+    let state_s = state.to_str().unwrap();
+    let bin = crate::testkit::agent::fleetlet_bin();
+    let mut seed = 7u64;
+    let mut mid_write = 0;
+    for round in 0..50 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = Duration::from_millis(5 + (seed >> 33) % 250);
+        let mut child = std::process::Command::new(bin)
+            .args(["pull", &image, "--state-dir", state_s, "-q"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let _ = child.wait();
+        let tmp_dir = state.join("oci/.tmp");
+        if std::fs::read_dir(&tmp_dir).is_ok_and(|mut d| d.next().is_some()) {
+            mid_write += 1;
+        }
+        if state.join("oci").exists() {
+            let (code, out, err) = fleetlet(&["cache", "verify", "--state-dir", state_s]);
+            assert_eq!(code, 0, "round {round}: {out}{err}");
+            // Drop what landed, so the next round's kill again meets a download in progress.
+            if round % 5 != 4 {
+                for e in std::fs::read_dir(state.join("oci/blobs/sha256"))
+                    .unwrap()
+                    .flatten()
+                {
+                    std::fs::remove_file(e.path()).unwrap();
+                }
+            }
+        }
+    }
+    let (code, out, err) = fleetlet(&["pull", &image, "--state-dir", state_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = fleetlet(&["cache", "verify", "--state-dir", state_s]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        mid_write > 5,
+        "only {mid_write} of 50 kills landed mid-download: the test lost its point"
+    );
+    let (code, ls, _) = fleetlet(&["cache", "ls", "--state-dir", state_s, "-o", "json"]);
+    assert_eq!(code, 0);
+    let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert!(
+        ls["blobs"].as_array().unwrap().len() >= 6,
+        "manifest, config, 4 layers: {ls:#}"
+    );
+}
