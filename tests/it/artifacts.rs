@@ -53,6 +53,26 @@ fn image_components_are_pulled_pinned_per_release_and_survive_the_registry_going
         "status names the component digest: {s:#}"
     );
 
+    // `render` shows the digests the tag resolves to (and `--no-pin` the reference as written).
+    let repo_dir = repo.path().to_str().unwrap().to_string();
+    let (code, out, err) = fleetlet(&[
+        "render", "--repo", &repo_dir, "--site", "store-1", "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let component = &d["workloads"]["shop/web"]["wasm"]["component"];
+    assert_eq!(
+        component["pinned"].as_str(),
+        Some(pinned_v1.as_str()),
+        "{component:#}"
+    );
+    assert_eq!(component["digest"].as_str(), Some(artifact.as_str()));
+    let (_, out, _) = fleetlet(&[
+        "render", "--repo", &repo_dir, "--site", "store-1", "-o", "json", "--no-pin",
+    ]);
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(d["workloads"]["shop/web"]["wasm"]["component"]["digest"].is_null());
+
     // The tag moves: nothing changes until the next release pins it again.
     let pinned_v2 = push(&probe_http_v2(), &image);
     assert_ne!(pinned_v1, pinned_v2);

@@ -156,16 +156,28 @@ fn is_index(media_type: &str, doc: &WireDoc) -> bool {
         || (doc.manifests.is_some() && doc.config.is_none())
 }
 
-/// Pulls `reference` for `platform` into `store`.
-pub fn pull<R, S>(
+/// What a reference resolves to for a platform, from manifests alone (no blob moved).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The reference pinned to the digest it resolved to (the index's, when it named one).
+    pub pinned: RegistryRef,
+    pub index: Option<Descriptor>,
+    pub manifest: Descriptor,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    /// The manifest documents fetched, exactly as fetched (index first).
+    pub documents: Vec<FetchedManifest>,
+}
+
+/// Resolves `reference` for `platform`: fetches the manifest (and, for an index, the
+/// platform's manifest) and reads its config and layers. Moves no blob.
+pub fn resolve<R>(
     registry: &R,
-    store: &S,
     reference: &RegistryRef,
     platform: &Platform,
-) -> Result<Pulled, PullError>
+) -> Result<Resolved, PullError>
 where
-    R: Registry + Sync + ?Sized,
-    S: ArtifactStore + Sync + ?Sized,
+    R: Registry + ?Sized,
 {
     let name = reference.to_string();
     let bad = |message: String| PullError::Manifest {
@@ -179,12 +191,12 @@ where
         .media_type
         .clone()
         .unwrap_or_else(|| top.media_type.clone());
-    keep(store, &name, &top)?;
     let top_desc = Descriptor {
         media_type: media_type.clone(),
         digest: top.digest,
         size: top.bytes.len() as u64,
     };
+    let mut documents = vec![top];
 
     let (index, manifest, doc) = if is_index(&media_type, &doc) {
         let entries = doc.manifests.unwrap_or_default();
@@ -219,7 +231,7 @@ where
         }
         let child_doc: WireDoc = serde_json::from_slice(&child.bytes)
             .map_err(|e| bad(format!("manifest is not valid JSON: {e}")))?;
-        keep(store, &name, &child)?;
+        documents.push(child);
         (Some(top_desc), child_desc, child_doc)
     } else {
         (None, top_desc, doc)
@@ -238,7 +250,41 @@ where
         .iter()
         .map(|l| descriptor(&name, l))
         .collect::<Result<Vec<_>, _>>()?;
+    let pinned = reference.pinned(index.as_ref().map(|i| i.digest).unwrap_or(manifest.digest));
+    Ok(Resolved {
+        pinned,
+        index,
+        manifest,
+        config,
+        layers,
+        documents,
+    })
+}
 
+/// Pulls `reference` for `platform` into `store`: resolves it, keeps its manifests, downloads
+/// the blobs the store lacks, and names it in the store's index — only once all of it is in.
+pub fn pull<R, S>(
+    registry: &R,
+    store: &S,
+    reference: &RegistryRef,
+    platform: &Platform,
+) -> Result<Pulled, PullError>
+where
+    R: Registry + Sync + ?Sized,
+    S: ArtifactStore + Sync + ?Sized,
+{
+    let name = reference.to_string();
+    let Resolved {
+        pinned,
+        index,
+        manifest,
+        config,
+        layers,
+        documents,
+    } = resolve(registry, reference, platform)?;
+    for d in &documents {
+        keep(store, &name, d)?;
+    }
     let mut wanted: Vec<Descriptor> = std::iter::once(config.clone())
         .chain(layers.iter().cloned())
         .collect();
@@ -247,7 +293,6 @@ where
     let fetched = wanted.clone();
     fetch_all(registry, store, reference, wanted)?;
 
-    let pinned = reference.pinned(index.as_ref().map(|i| i.digest).unwrap_or(manifest.digest));
     let top = index.clone().unwrap_or_else(|| manifest.clone());
     store
         .tag(&pinned.to_string(), &top)
@@ -366,12 +411,10 @@ where
     Ok(())
 }
 
-/// The component bytes' digest of a Wasm artifact: its single `application/wasm` layer.
-pub fn wasm_layer(pulled: &Pulled) -> Option<&Descriptor> {
-    match pulled.layers.as_slice() {
-        [only] if only.media_type == WASM_LAYER || pulled.config.media_type == WASM_CONFIG => {
-            Some(only)
-        }
-        _ => pulled.layers.iter().find(|l| l.media_type == WASM_LAYER),
+/// The component of a Wasm artifact: its single `application/wasm` layer.
+pub fn wasm_layer<'a>(config: &Descriptor, layers: &'a [Descriptor]) -> Option<&'a Descriptor> {
+    match layers {
+        [only] if only.media_type == WASM_LAYER || config.media_type == WASM_CONFIG => Some(only),
+        _ => layers.iter().find(|l| l.media_type == WASM_LAYER),
     }
 }

@@ -489,7 +489,7 @@ where
         };
         let pulled = pull(registry, &self.blobs, &reference, &Platform::host())
             .map_err(|e| (e.to_string(), e.is_transient()))?;
-        let layer = wasm_layer(&pulled).ok_or_else(|| {
+        let layer = wasm_layer(&pulled.config, &pulled.layers).ok_or_else(|| {
             (
                 format!(
                     "{}: not a Wasm component artifact (no application/wasm layer)",

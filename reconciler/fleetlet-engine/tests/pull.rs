@@ -248,7 +248,7 @@ fn finds_the_component_of_a_wasm_artifact() {
     let store = MemStore::default();
     let pulled = pull(&reg, &store, &reference("h.io/comp:v1"), &Platform::host()).unwrap();
     assert_eq!(
-        wasm_layer(&pulled).unwrap().digest,
+        wasm_layer(&pulled.config, &pulled.layers).unwrap().digest,
         Digest::of(b"\0asm component")
     );
     assert_eq!(

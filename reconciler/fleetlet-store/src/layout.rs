@@ -128,10 +128,6 @@ impl OciStore {
         &self.tmp
     }
 
-    pub(crate) fn blobs_dir(&self) -> &Path {
-        &self.blobs
-    }
-
     pub fn path_of(&self, digest: &Digest) -> PathBuf {
         self.blobs.join(digest.hex())
     }
@@ -209,7 +205,11 @@ impl OciStore {
             WriteSlot::Writer(mut w) => {
                 w.write_all(bytes)
                     .map_err(|e| io_err(&self.tmp, "writing", e))?;
-                w.commit()
+                let d = w.commit()?;
+                // A lone blob (a repo component, a manifest) is made durable at once; streamed
+                // pulls sync the folder once, before tagging.
+                sync_dir(&self.blobs);
+                Ok(d)
             }
         }
     }
@@ -221,6 +221,8 @@ impl OciStore {
 
     /// Points `name` at `descriptor` in `index.json` (replacing an entry of the same name).
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        // Blobs renamed into place become durable before anything names them.
+        sync_dir(&self.blobs);
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
         index.manifests.retain(|m| m.name() != Some(name));

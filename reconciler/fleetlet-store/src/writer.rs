@@ -3,7 +3,7 @@
 //! nothing behind. A claim makes concurrent writers of the same blob in this process wait for
 //! the first one instead of downloading twice.
 
-use crate::layout::{OciStore, StoreError, io_err, sync_dir};
+use crate::layout::{OciStore, StoreError, io_err};
 use fleetlet_core::Digest;
 use fleetlet_engine::registry::BlobSink;
 use sha2::{Digest as _, Sha256};
@@ -67,10 +67,14 @@ pub struct BlobWriter<'s> {
     expected: Digest,
     size: Option<u64>,
     file: tempfile::NamedTempFile,
+    /// Network reads arrive in small chunks; writing them in large batches saves syscalls.
+    pending: Vec<u8>,
     hasher: Sha256,
     written: u64,
     _claim: Claim<'s>,
 }
+
+const WRITE_BATCH: usize = 1 << 20;
 
 impl<'s> BlobWriter<'s> {
     pub(crate) fn new(
@@ -89,6 +93,7 @@ impl<'s> BlobWriter<'s> {
             expected,
             size,
             file,
+            pending: Vec::with_capacity(WRITE_BATCH),
             hasher: Sha256::new(),
             written: 0,
             _claim: claim,
@@ -102,9 +107,7 @@ impl<'s> BlobWriter<'s> {
     /// Makes the blob visible if — and only if — it is complete and has the expected digest.
     pub fn commit(mut self: Box<Self>) -> Result<Digest, StoreError> {
         let path = self.store.path_of(&self.expected);
-        self.file
-            .flush()
-            .map_err(|e| io_err(&path, "flushing", e))?;
+        self.flush().map_err(|e| io_err(&path, "flushing", e))?;
         if let Some(size) = self.size
             && size != self.written
         {
@@ -128,7 +131,9 @@ impl<'s> BlobWriter<'s> {
         let BlobWriter { file, store, .. } = *self;
         file.persist(&path)
             .map_err(|e| io_err(&path, "renaming into place", e.error))?;
-        sync_dir(store.blobs_dir());
+        // The folder is fsynced once per pull, before the index names the blobs (set_ref): a
+        // crash before that may lose a renamed blob, never expose a partial one.
+        let _ = store;
         Ok(actual)
     }
 }
@@ -146,19 +151,28 @@ impl Write for BlobWriter<'_> {
                 ),
             ));
         }
-        self.file.write_all(buf)?;
+        self.pending.extend_from_slice(buf);
+        if self.pending.len() >= WRITE_BATCH {
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+        }
         self.hasher.update(buf);
         self.written += buf.len() as u64;
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file.write_all(&self.pending)?;
+            self.pending.clear();
+        }
         self.file.flush()
     }
 }
 
 impl BlobSink for BlobWriter<'_> {
     fn restart(&mut self) -> std::io::Result<()> {
+        self.pending.clear();
         self.file.as_file_mut().set_len(0)?;
         self.file.as_file_mut().rewind()?;
         self.hasher = Sha256::new();

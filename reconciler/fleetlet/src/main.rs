@@ -95,6 +95,12 @@ enum Command {
         rev: Option<String>,
         #[arg(long)]
         site: String,
+        /// Agent config whose `registries` section is used to pin image components to digests.
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        /// Do not contact registries: show image components as written, unpinned.
+        #[arg(long)]
+        no_pin: bool,
         #[arg(short, long, value_enum, default_value = "yaml")]
         output: Output,
     },
@@ -167,8 +173,16 @@ fn main() -> ExitCode {
             repo,
             rev,
             site,
+            config,
+            no_pin,
             output,
-        } => render_cmd(&repo, rev.as_deref(), &site, output),
+        } => render_cmd(
+            &repo,
+            rev.as_deref(),
+            &site,
+            (!no_pin).then_some(config.as_deref()),
+            output,
+        ),
         Command::Status {
             state_dir,
             config,
@@ -294,7 +308,14 @@ fn validate(repo: &Path, output: Output) -> anyhow::Result<bool> {
     Ok(errors == 0)
 }
 
-fn render_cmd(repo: &str, rev: Option<&str>, site: &str, output: Output) -> anyhow::Result<bool> {
+/// `pin`: `None` leaves images unpinned; `Some(config)` pins them through registries.
+fn render_cmd(
+    repo: &str,
+    rev: Option<&str>,
+    site: &str,
+    pin: Option<Option<&Path>>,
+    output: Output,
+) -> anyhow::Result<bool> {
     let (tree, revision) = match rev {
         None if Path::new(repo).is_dir() => (
             fs_tree::read_dir_tree(Path::new(repo))?,
@@ -302,13 +323,14 @@ fn render_cmd(repo: &str, rev: Option<&str>, site: &str, output: Output) -> anyh
         ),
         _ => agent::read_git_tree(repo, rev.unwrap_or("main"))?,
     };
-    render_tree(&tree, site, &revision, output)
+    render_tree(&tree, site, &revision, pin, output)
 }
 
 fn render_tree(
     tree: &RepoTree,
     site: &str,
     revision: &str,
+    pin: Option<Option<&Path>>,
     output: Output,
 ) -> anyhow::Result<bool> {
     let loaded = load_fleet(tree);
@@ -319,7 +341,10 @@ fn render_tree(
         bail!("the fleet repo at {revision} is invalid: run `fleetlet validate`");
     }
     match render(&loaded.fleet, tree, site, revision) {
-        Ok(desired) => {
+        Ok(mut desired) => {
+            if let Some(config) = pin {
+                oci_cmd::pin_images(&mut desired, config)?;
+            }
             print_value(
                 &desired,
                 if output == Output::Text {

@@ -119,3 +119,45 @@ pub fn pull_cmd(
     }
     Ok(true)
 }
+
+/// Pins the image components of a rendered state to the digests their tags resolve to now (what
+/// a release made at this moment would run). Only manifests are fetched. An image that cannot be
+/// resolved stays as written, with a warning.
+pub fn pin_images(
+    desired: &mut fleetlet_core::DesiredState,
+    config: Option<&Path>,
+) -> anyhow::Result<()> {
+    let images: Vec<String> = desired
+        .workloads
+        .values()
+        .filter_map(|w| w.wasm.as_ref()?.component.image.clone())
+        .collect();
+    if images.is_empty() {
+        return Ok(());
+    }
+    let rt = runtime()?;
+    let registry = OciRegistry::new(registries(config)?.to_adapter(), rt.handle().clone())?;
+    for w in desired.workloads.values_mut() {
+        let Some(image) = w.wasm.as_ref().and_then(|s| s.component.image.clone()) else {
+            continue;
+        };
+        let Ok(ArtifactRef::Registry(r)) = image.parse::<ArtifactRef>() else {
+            continue;
+        };
+        match fleetlet_engine::artifacts::resolve(&registry, &r, &Platform::host()) {
+            Ok(resolved) => {
+                match fleetlet_engine::artifacts::wasm_layer(&resolved.config, &resolved.layers) {
+                    Some(layer) => {
+                        w.pin_component(resolved.pinned.to_string(), layer.digest, layer.size)
+                    }
+                    None => eprintln!(
+                        "warning: {image} is not a Wasm component artifact; left unpinned"
+                    ),
+                }
+            }
+            Err(e) => eprintln!("warning: cannot pin {image}: {e}; shown as written"),
+        }
+    }
+    desired.rehash();
+    Ok(())
+}
