@@ -7,6 +7,7 @@ mod config;
 mod fs_tree;
 mod metrics;
 mod oci_cmd;
+mod progress;
 mod schema;
 
 use anyhow::{Context, bail};

@@ -101,7 +101,10 @@ pub fn pull_cmd(
     let root = state_dir.join("oci");
     let store = OciStore::open(&root)
         .with_context(|| format!("opening the artifact store {}", root.display()))?;
-    let pulled = pull(&registry, &store, &r, &platform)?;
+    let progress = crate::progress::ProgressStore::new(&store, &format!("pulling {r}"));
+    let pulled = pull(&registry, &progress, &r, &platform);
+    progress.finish();
+    let pulled = pulled?;
     let bytes: u64 = pulled.fetched.iter().map(|d| d.size).sum();
     match output {
         Output::Text => {
