@@ -253,3 +253,66 @@ fn pulls_killed_at_random_moments_leave_no_corrupt_blob_and_resume() {
         "manifest, config, 4 layers: {ls:#}"
     );
 }
+
+/// A small tmpfs, unmounted on drop; `None` where mounting is not allowed.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_pull_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(disk) = SmallDisk::mount(&tmp.path().join("disk"), "10m") else {
+        eprintln!("NOTICE: skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let registry = TestRegistry::start().unwrap();
+    let layout = tmp.path().join("layout");
+    let (a, b) = (noise(11, 6 << 20), noise(12, 6 << 20));
+    crate::testkit::registry::make_umoci_image(
+        &layout,
+        "fat",
+        &[&[("a", a.as_slice())], &[("b", b.as_slice())]],
+    )
+    .unwrap();
+    let image = format!("{}/fleet/fat:1", registry.host());
+    crate::testkit::registry::push_image_with_skopeo(&layout, "fat", &image, None).unwrap();
+
+    let state = disk.0.join("state");
+    let state_s = state.to_str().unwrap();
+    let (code, out, err) = fleetlet(&["pull", &image, "--state-dir", state_s]);
+    assert_eq!(code, 1, "12 MiB cannot fit in 10 MiB: {out}{err}");
+    assert!(
+        err.contains("fleet/fat:1") && err.contains("No space left"),
+        "{err}"
+    );
+    // Nothing partial: every visible blob is whole, the temp area is cleaned, nothing is tagged.
+    let (code, out, _) = fleetlet(&["cache", "verify", "--state-dir", state_s]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        std::fs::read_dir(state.join("oci/.tmp"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    let (_, ls, _) = fleetlet(&["cache", "ls", "--state-dir", state_s, "-o", "json"]);
+    let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
+    assert!(ls["refs"].as_array().unwrap().is_empty(), "{ls:#}");
+}

@@ -38,6 +38,10 @@ pub enum RegistryError {
     /// 404: no such tag, manifest or blob.
     #[error("{reference}: not found: {message}")]
     NotFound { reference: String, message: String },
+    /// Writing what arrived failed on this side (disk full, I/O error): may pass once space is
+    /// freed.
+    #[error("{reference}: {message}")]
+    Local { reference: String, message: String },
     /// The registry answered something unusable: HTML, a digest or size that does not match, an
     /// oversized manifest.
     #[error("{reference}: invalid answer: {message}")]

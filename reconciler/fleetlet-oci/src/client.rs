@@ -123,7 +123,7 @@ impl Failure {
     fn into_error(self, reference: String) -> RegistryError {
         match self {
             Failure::Transient { message, .. } => RegistryError::Unavailable { reference, message },
-            Failure::Local(message) => RegistryError::Unavailable { reference, message },
+            Failure::Local(message) => RegistryError::Local { reference, message },
             Failure::Denied(message) => RegistryError::Denied { reference, message },
             Failure::NotFound(message) => RegistryError::NotFound { reference, message },
             Failure::Invalid(message) => RegistryError::Invalid { reference, message },

@@ -104,7 +104,7 @@ pub fn pull_cmd(
     let progress = crate::progress::ProgressStore::new(&store, &format!("pulling {r}"));
     let pulled = pull(&registry, &progress, &r, &platform);
     progress.finish();
-    let pulled = pulled?;
+    let pulled = pulled.with_context(|| format!("pulling {r}"))?;
     let bytes: u64 = pulled.fetched.iter().map(|d| d.size).sum();
     match output {
         Output::Text => {
