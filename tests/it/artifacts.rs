@@ -316,3 +316,67 @@ fn a_full_disk_fails_the_pull_cleanly() {
     let ls: serde_json::Value = serde_json::from_str(&ls).unwrap();
     assert!(ls["refs"].as_array().unwrap().is_empty(), "{ls:#}");
 }
+
+#[test]
+fn components_from_a_local_layout_need_no_registry_but_the_sites_permission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let usb = tmp.path().join("usb");
+    let layout = usb.join("layout");
+    let pinned = push(&probe_http(), &format!("oci:{}:probe", layout.display()));
+    assert!(
+        pinned.starts_with(&format!("oci:{}:probe@sha256:", layout.display())),
+        "{pinned}"
+    );
+
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    let app = http_app("shop", "web", port, "from usb", "").replace(
+        "components/probe.wasm",
+        &format!("oci:{}:probe", layout.display()),
+    );
+    let c1 = repo
+        .commit_files(
+            &[
+                ("sites/s.yaml", site_yaml("store-1", "wasm").as_bytes()),
+                ("apps/a.yaml", app.as_bytes()),
+            ],
+            "layout component",
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+
+    // Without the site's permission the release is held, saying what to configure.
+    let agent = Agent::start(&config);
+    let s = agent.wait_status(T, "refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(c1.as_str())
+    });
+    assert!(
+        s["lastError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("registries.localLayouts"),
+        "{s:#}"
+    );
+    assert!(agent.terminate().success());
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "registries:\n  localLayouts: [{}]\n",
+        usb.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    let agent = Agent::start(&config);
+    let s = agent.wait_status(T, "applied from the layout", |s| {
+        s["appliedCommit"].as_str() == Some(c1.as_str())
+    });
+    wait_body(port, "/", "from usb", T).unwrap();
+    assert!(
+        s["workloads"][0]["artifact"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"),
+        "{s:#}"
+    );
+    assert!(agent.terminate().success());
+}

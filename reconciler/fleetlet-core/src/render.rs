@@ -360,16 +360,13 @@ pub fn component_source(source: &str, tree: &RepoTree) -> Result<ComponentRef, S
         });
     }
     match source.parse::<ArtifactRef>() {
-        Ok(ArtifactRef::Registry(r)) => Ok(ComponentRef {
+        Ok(r) => Ok(ComponentRef {
             path: None,
             image: Some(r.to_string()),
             pinned: None,
             digest: None,
             size: None,
         }),
-        Ok(ArtifactRef::Layout(_)) => Err(format!(
-            "{source:?}: local OCI layouts are not supported as components yet"
-        )),
         Err(e) => Err(format!(
             "{source:?} is not a repo path nor a valid OCI reference: {}",
             e.reason

@@ -29,10 +29,11 @@ use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
 use crate::record::{
     AgentState, AppliedRelease, CycleError, ReleaseRoots, STATE_VERSION, Stage, WorkloadRecord,
 };
-use crate::registry::{ArtifactStore, Registry};
+use crate::registry::{ArtifactStore, LAYOUT_REGISTRY, Layouts, Registry};
 use crate::status::Status;
 use fleetlet_core::load::load_fleet;
 use fleetlet_core::reference::ArtifactRef;
+use fleetlet_core::reference::RegistryRef;
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Action, DesiredState, RepoTree, Runtime, WorkloadHealth, plan, render};
 use std::collections::BTreeMap;
@@ -71,6 +72,7 @@ where
     store: St,
     state: AgentState,
     registry: Option<Box<dyn Registry + Send + Sync>>,
+    layouts: Option<Box<dyn Layouts>>,
     /// Releases whose artifacts garbage collection keeps.
     keep_releases: usize,
 }
@@ -110,8 +112,15 @@ where
             store,
             state,
             registry: None,
+            layouts: None,
             keep_releases: DEFAULT_KEEP_RELEASES,
         })
+    }
+
+    /// Where `oci:PATH` components are read from.
+    pub fn with_layouts(mut self, layouts: Box<dyn Layouts>) -> Self {
+        self.layouts = Some(layouts);
+        self
     }
 
     /// How many applied releases keep their artifacts in the store (at least 1).
@@ -475,17 +484,41 @@ where
         &self,
         image: &str,
     ) -> Result<(String, fleetlet_core::Digest, u64), (String, bool)> {
-        let registry = self.registry.as_deref().ok_or_else(|| {
-            (
-                "no registry access is configured on this agent".to_string(),
-                false,
-            )
-        })?;
-        let ArtifactRef::Registry(reference) = image
+        let parsed = image
             .parse::<ArtifactRef>()
-            .map_err(|e| (e.to_string(), false))?
-        else {
-            return Err((format!("{image}: not a registry reference"), false));
+            .map_err(|e| (e.to_string(), false))?;
+        let opened;
+        let (registry, reference, layout_path): (
+            &(dyn Registry + Send + Sync),
+            RegistryRef,
+            Option<String>,
+        ) = match parsed {
+            ArtifactRef::Registry(r) => {
+                let registry = self.registry.as_deref().ok_or_else(|| {
+                    (
+                        "no registry access is configured on this agent".to_string(),
+                        false,
+                    )
+                })?;
+                (registry, r, None)
+            }
+            ArtifactRef::Layout(l) => {
+                let layouts = self.layouts.as_deref().ok_or_else(|| {
+                    (
+                        "local OCI layouts are not enabled on this agent".to_string(),
+                        false,
+                    )
+                })?;
+                // Retryable: the site's operator may allow the folder, or plug the stick in.
+                opened = layouts.open(&l.path).map_err(|e| (e, true))?;
+                let r = RegistryRef {
+                    registry: LAYOUT_REGISTRY.into(),
+                    repository: "local".into(),
+                    tag: l.tag.clone(),
+                    digest: l.digest,
+                };
+                (opened.as_ref(), r, Some(l.path))
+            }
         };
         let pulled = pull(registry, &self.blobs, &reference, &Platform::host())
             .map_err(|e| (e.to_string(), e.is_transient()))?;
@@ -498,8 +531,12 @@ where
                 false,
             )
         })?;
-        info!(image, pinned = %pulled.pinned, fetched = pulled.fetched.len(), "pulled component");
-        Ok((pulled.pinned.to_string(), layer.digest, layer.size))
+        let pinned = match (&layout_path, pulled.pinned.digest) {
+            (Some(path), Some(d)) => format!("oci:{path}@{d}"),
+            _ => pulled.pinned.to_string(),
+        };
+        info!(image, pinned = %pinned, fetched = pulled.fetched.len(), "pulled component");
+        Ok((pinned, layer.digest, layer.size))
     }
 
     /// The prepared workload, or (message, transient).

@@ -93,6 +93,15 @@ pub trait Registry {
     ) -> Result<Digest, RegistryError>;
 }
 
+/// Opens the local OCI layouts that `oci:PATH` references name. The agent decides which paths a
+/// fleet repo may name (trust lives on the site).
+pub trait Layouts: Send + Sync {
+    fn open(&self, path: &str) -> Result<Box<dyn Registry + Send + Sync>, String>;
+}
+
+/// The registry name under which components from local layouts are pulled and tagged.
+pub const LAYOUT_REGISTRY: &str = "oci-layout";
+
 /// A download in progress into the artifact store.
 pub trait BlobUpload: BlobSink {
     /// Makes the blob visible if it is complete and matches its digest and size.

@@ -16,10 +16,12 @@
 
 mod gc;
 mod layout;
+mod layout_source;
 mod writer;
 
 pub use gc::{GcReport, VerifyReport};
 pub use layout::{OciStore, RefEntry, StoreError};
+pub use layout_source::LayoutSource;
 pub use writer::{BlobWriter, WriteSlot};
 
 impl fleetlet_engine::ports::BlobStore for OciStore {

@@ -166,6 +166,9 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
         .with_registry(Box::new(registry))
+        .with_layouts(Box::new(AllowedLayouts(
+            cfg.registries.local_layouts.clone(),
+        )))
         .keep_releases(cfg.registries.keep_releases);
 
     let shared = Arc::new(Shared {
@@ -260,6 +263,31 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     info!("stopped");
     Ok(())
+}
+
+/// Local OCI layouts a fleet repo may name: only under the folders the site's config allows.
+struct AllowedLayouts(Vec<std::path::PathBuf>);
+
+impl fleetlet_engine::registry::Layouts for AllowedLayouts {
+    fn open(
+        &self,
+        path: &str,
+    ) -> Result<Box<dyn fleetlet_engine::registry::Registry + Send + Sync>, String> {
+        let real = Path::new(path)
+            .canonicalize()
+            .map_err(|e| format!("local OCI layout {path}: {e}"))?;
+        let allowed = self
+            .0
+            .iter()
+            .filter_map(|root| root.canonicalize().ok())
+            .any(|root| real.starts_with(root));
+        if !allowed {
+            return Err(format!(
+                "local OCI layout {path} is not under a folder listed in registries.localLayouts of this agent's config"
+            ));
+        }
+        Ok(Box::new(fleetlet_store::LayoutSource::new(&real)))
+    }
 }
 
 /// Waits for the next cycle. Returns true on shutdown. File-change bursts are coalesced.

@@ -51,6 +51,11 @@ pub struct RegistriesConfig {
     /// Applied releases whose artifacts the store keeps (default 3).
     #[serde(default = "default_keep_releases")]
     pub keep_releases: usize,
+    /// Folders under which the fleet repo may name local OCI layouts (`oci:PATH:TAG`) as
+    /// components, e.g. a mounted USB stick. None by default: a repo cannot make the agent read
+    /// arbitrary local paths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_layouts: Vec<PathBuf>,
 }
 
 impl Default for RegistriesConfig {
@@ -61,6 +66,7 @@ impl Default for RegistriesConfig {
             retries: default_retries(),
             hosts: BTreeMap::new(),
             keep_releases: default_keep_releases(),
+            local_layouts: Vec::new(),
         }
     }
 }
@@ -251,6 +257,9 @@ impl AgentConfig {
         // Relative paths are relative to the config file, as an operator reading it expects.
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.state_dir = base.join(&cfg.state_dir);
+        for p in &mut cfg.registries.local_layouts {
+            *p = base.join(&*p);
+        }
         let host_cas = cfg.registries.hosts.values_mut().map(|h| &mut h.ca_file);
         for p in [
             &mut cfg.source.git.ca_file,
