@@ -15,13 +15,26 @@ pub struct SledStateStore {
 impl SledStateStore {
     /// Opens (or creates) the database in `dir`. Fails when another process holds it.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
-        let db = sled::Config::new()
-            .path(dir)
-            // The record is small; a small cache keeps the agent's idle memory low.
-            .cache_capacity(1 << 20)
-            .open()
-            .map_err(|e| StateError(format!("opening {}: {e}", dir.display())))?;
-        Ok(SledStateStore { db })
+        // sled's flusher thread may hold the file lock for a moment after a previous handle in
+        // this process (or a process just killed) let go: wait briefly before giving up.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        loop {
+            let result = sled::Config::new()
+                .path(dir)
+                // The record is small; a small cache keeps the agent's idle memory low.
+                .cache_capacity(1 << 20)
+                .open();
+            match result {
+                Ok(db) => return Ok(SledStateStore { db }),
+                Err(sled::Error::Io(e))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(StateError(format!("opening {}: {e}", dir.display()))),
+            }
+        }
     }
 }
 
