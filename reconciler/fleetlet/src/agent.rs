@@ -15,7 +15,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use fleetlet_engine::ports::{Source, WorkloadRuntime};
-use fleetlet_engine::registry::RegistryError;
 use fleetlet_engine::{Engine, Status};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig};
 use fleetlet_state::SledStateStore;
@@ -162,7 +161,7 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let host = WasmHost::new(host_config).context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
     let mirror_store = blobs.clone();
-    let registry = LazyRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
+    let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
@@ -264,85 +263,6 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     rt.shutdown_timeout(Duration::from_secs(5));
     info!("stopped");
     Ok(())
-}
-
-/// The registry client, built on first use: TLS roots and HTTP clients cost memory that a site
-/// running only repo components never needs. Its files are checked at start, so a broken
-/// config still fails early.
-struct LazyRegistry {
-    config: fleetlet_oci::RegistryConfig,
-    handle: tokio::runtime::Handle,
-    client: std::sync::OnceLock<Result<fleetlet_oci::OciRegistry, String>>,
-}
-
-impl LazyRegistry {
-    fn new(
-        config: fleetlet_oci::RegistryConfig,
-        handle: tokio::runtime::Handle,
-    ) -> anyhow::Result<Self> {
-        let files = config
-            .hosts
-            .values()
-            .filter_map(|h| h.ca_file.as_ref())
-            .chain(config.docker_config.as_ref());
-        for f in files {
-            std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?;
-        }
-        Ok(LazyRegistry {
-            config,
-            handle,
-            client: std::sync::OnceLock::new(),
-        })
-    }
-
-    fn client(
-        &self,
-        reference: &fleetlet_core::reference::RegistryRef,
-    ) -> Result<&fleetlet_oci::OciRegistry, RegistryError> {
-        self.client
-            .get_or_init(|| {
-                fleetlet_oci::OciRegistry::new(self.config.clone(), self.handle.clone())
-                    .map_err(|e| e.to_string())
-            })
-            .as_ref()
-            .map_err(|e| RegistryError::Local {
-                reference: reference.to_string(),
-                message: format!("registry access is misconfigured: {e}"),
-            })
-    }
-}
-
-impl fleetlet_engine::registry::Registry for LazyRegistry {
-    fn fetch_manifest(
-        &self,
-        r: &fleetlet_core::reference::RegistryRef,
-    ) -> Result<fleetlet_engine::registry::FetchedManifest, RegistryError> {
-        self.client(r)?.fetch_manifest(r)
-    }
-    fn fetch_blob(
-        &self,
-        r: &fleetlet_core::reference::RegistryRef,
-        d: &fleetlet_engine::registry::Descriptor,
-        sink: &mut dyn fleetlet_engine::registry::BlobSink,
-    ) -> Result<u64, RegistryError> {
-        self.client(r)?.fetch_blob(r, d, sink)
-    }
-    fn push_blob(
-        &self,
-        r: &fleetlet_core::reference::RegistryRef,
-        d: &fleetlet_core::Digest,
-        b: &[u8],
-    ) -> Result<(), RegistryError> {
-        self.client(r)?.push_blob(r, d, b)
-    }
-    fn push_manifest(
-        &self,
-        r: &fleetlet_core::reference::RegistryRef,
-        b: &[u8],
-        m: &str,
-    ) -> Result<fleetlet_core::Digest, RegistryError> {
-        self.client(r)?.push_manifest(r, b, m)
-    }
 }
 
 /// Local OCI layouts a fleet repo may name: only under the folders the site's config allows.
