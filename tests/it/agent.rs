@@ -23,6 +23,34 @@ fn applied(commit: &str) -> impl Fn(&serde_json::Value) -> bool + '_ {
     move |s| s["appliedCommit"].as_str() == Some(commit)
 }
 
+/// A local fleet repo holding the probe component, site `store-1` and `apps`, and an agent
+/// following it every `interval`, once the first release is applied.
+struct LocalSite {
+    repo: TestRepo,
+    agent: Agent,
+    /// Holds the agent's state dir: bind it (`_work`), or the dir goes with the temporary.
+    _work: tempfile::TempDir,
+}
+
+fn local_site(apps: &[(&str, String)], interval: &str) -> LocalSite {
+    let repo = TestRepo::new().unwrap();
+    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
+        .unwrap();
+    let mut files = vec![("sites/s.yaml", site_yaml("store-1", "wasm"))];
+    files.extend(apps.iter().map(|(p, c)| (*p, c.clone())));
+    let files: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
+    let first = commit(&repo, &files, "release");
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), interval, "");
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "first release", applied(&first));
+    LocalSite {
+        repo,
+        agent,
+        _work: work,
+    }
+}
+
 #[test]
 fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
     let root = tempfile::tempdir().unwrap();
@@ -207,23 +235,12 @@ fn agent_restarts_offline_from_state_and_compiled_cache() {
 
 #[test]
 fn local_repo_changes_trigger_an_immediate_reconcile() {
-    let repo = TestRepo::new().unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
-        .unwrap();
-    let c1 = commit(
-        &repo,
-        &[
-            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
-            ("apps/a.yaml", &http_app("shop", "web", port, "one", "")),
-        ],
-        "release",
-    );
-    let work = tempfile::tempdir().unwrap();
     // An hour between polls: only the file watch can explain a prompt apply.
-    let config = write_config(work.path(), "store-1", &repo.file_url(), "1h", "");
-    let agent = Agent::start(&config);
-    agent.wait_status(T, "first release", applied(&c1));
+    let LocalSite { repo, agent, _work } = local_site(
+        &[("apps/a.yaml", http_app("shop", "web", port, "one", ""))],
+        "1h",
+    );
     wait_body(port, "/", "one", T).unwrap();
 
     // Replace the component itself (v1 → v2) while a client keeps asking: no request is lost.
@@ -261,24 +278,15 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
 
 #[test]
 fn runaway_components_are_cut_off_while_others_keep_serving() {
-    let repo = TestRepo::new().unwrap();
     let (p1, p2) = (free_port(), free_port());
     let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 2s}\n";
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
-        .unwrap();
-    let c1 = commit(
-        &repo,
+    let LocalSite { agent, _work, .. } = local_site(
         &[
-            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
-            ("apps/a.yaml", &http_app("wild", "web", p1, "wild", limits)),
-            ("apps/b.yaml", &http_app("calm", "web", p2, "calm", "")),
+            ("apps/a.yaml", http_app("wild", "web", p1, "wild", limits)),
+            ("apps/b.yaml", http_app("calm", "web", p2, "calm", "")),
         ],
-        "release",
+        "1s",
     );
-    let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "store-1", &repo.file_url(), "1s", "");
-    let agent = Agent::start(&config);
-    agent.wait_status(T, "release", applied(&c1));
     wait_body(p1, "/", "wild", T).unwrap();
     let a1 = SocketAddr::from(([127, 0, 0, 1], p1));
     let a2 = SocketAddr::from(([127, 0, 0, 1], p2));
@@ -310,22 +318,11 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
 
 #[test]
 fn force_push_is_refused_and_reported() {
-    let repo = TestRepo::new().unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
-        .unwrap();
-    let c1 = commit(
-        &repo,
-        &[
-            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
-            ("apps/a.yaml", &http_app("shop", "web", port, "kept", "")),
-        ],
-        "release",
+    let LocalSite { repo, agent, _work } = local_site(
+        &[("apps/a.yaml", http_app("shop", "web", port, "kept", ""))],
+        "200ms",
     );
-    let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
-    let agent = Agent::start(&config);
-    agent.wait_status(T, "release", applied(&c1));
     let first = repo.rev_parse("HEAD~1").unwrap();
     repo.force_reset(&first).unwrap();
     commit(
@@ -352,23 +349,11 @@ fn force_push_is_refused_and_reported() {
 
 #[test]
 fn a_component_that_cannot_start_or_a_hostile_tree_holds_the_release() {
-    let repo = TestRepo::new().unwrap();
     let port = free_port();
-    repo.commit_files(&[("components/probe.wasm", &probe())], "component")
-        .unwrap();
-    let c1 = commit(
-        &repo,
-        &[
-            ("sites/s.yaml", &site_yaml("store-1", "wasm")),
-            ("apps/a.yaml", &http_app("shop", "web", port, "good", "")),
-        ],
-        "release",
+    let LocalSite { repo, agent, _work } = local_site(
+        &[("apps/a.yaml", http_app("shop", "web", port, "good", ""))],
+        "200ms",
     );
-    let work = tempfile::tempdir().unwrap();
-    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
-    let agent = Agent::start(&config);
-    agent.wait_status(T, "release", applied(&c1));
-
     // Not a component at all: compiling fails, the release is held, the old version serves.
     let bad = repo
         .commit_files(
