@@ -280,7 +280,11 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
 fn runaway_components_are_cut_off_while_others_keep_serving() {
     let (p1, p2) = (free_port(), free_port());
     let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 2s}\n";
-    let LocalSite { agent, _work, .. } = local_site(
+    let LocalSite {
+        agent,
+        _work,
+        repo: _repo,
+    } = local_site(
         &[
             ("apps/a.yaml", http_app("wild", "web", p1, "wild", limits)),
             ("apps/b.yaml", http_app("calm", "web", p2, "calm", "")),
