@@ -89,17 +89,11 @@ impl PullError {
     }
 }
 
-/// What a pull brought into the store.
+/// What a pull brought into the store: what the reference resolved to, and which of its blobs
+/// had to be downloaded (the rest were in the store already).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pulled {
-    /// The reference pinned to the manifest digest it resolved to.
-    pub pinned: RegistryRef,
-    /// The index the reference named, when it named one.
-    pub index: Option<Descriptor>,
-    pub manifest: Descriptor,
-    pub config: Descriptor,
-    pub layers: Vec<Descriptor>,
-    /// Blobs that had to be downloaded (the rest were in the store already).
+    pub resolved: Resolved,
     pub fetched: Vec<Descriptor>,
 }
 
@@ -274,41 +268,27 @@ where
     S: ArtifactStore + Sync + ?Sized,
 {
     let name = reference.to_string();
-    let Resolved {
-        pinned,
-        index,
-        manifest,
-        config,
-        layers,
-        documents,
-    } = resolve(registry, reference, platform)?;
-    for d in &documents {
+    let resolved = resolve(registry, reference, platform)?;
+    for d in &resolved.documents {
         keep(store, &name, d)?;
     }
-    let mut wanted: Vec<Descriptor> = std::iter::once(config.clone())
-        .chain(layers.iter().cloned())
+    let mut wanted: Vec<Descriptor> = std::iter::once(resolved.config.clone())
+        .chain(resolved.layers.iter().cloned())
         .collect();
     wanted.dedup_by_key(|d| d.digest);
     wanted.retain(|d| !store.contains(&d.digest));
     let fetched = wanted.clone();
     fetch_all(registry, store, reference, wanted)?;
 
-    let top = index.clone().unwrap_or_else(|| manifest.clone());
+    let top = resolved.index.as_ref().unwrap_or(&resolved.manifest);
     store
-        .tag(&pinned.to_string(), &top)
+        .tag(&resolved.pinned.to_string(), top)
         .map_err(|e| PullError::Store {
             reference: name.clone(),
             digest: top.digest.to_string(),
             message: e.to_string(),
         })?;
-    Ok(Pulled {
-        pinned,
-        index,
-        manifest,
-        config,
-        layers,
-        fetched,
-    })
+    Ok(Pulled { resolved, fetched })
 }
 
 /// Stores manifest bytes exactly as fetched (their digest is over these bytes).

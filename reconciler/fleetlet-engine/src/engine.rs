@@ -371,15 +371,12 @@ where
             },
         );
         self.state.release_roots.truncate(self.keep_releases);
-        let mut keep: std::collections::BTreeSet<fleetlet_core::Digest> = self
+        let keep: std::collections::BTreeSet<fleetlet_core::Digest> = self
             .state
-            .release_roots
+            .retained_roots()
             .iter()
             .flat_map(|r| r.digests.iter().copied())
             .collect();
-        if let Some(lkg) = &self.state.last_known_good {
-            keep.extend(release_digests(&lkg.desired));
-        }
         match self.blobs.collect_garbage(&keep) {
             Ok((0, _)) => {}
             Ok((n, bytes)) => info!(blobs = n, bytes, "garbage collected the artifact store"),
@@ -522,18 +519,19 @@ where
         };
         let pulled = pull(registry, &self.blobs, &reference, &Platform::host())
             .map_err(|e| (e.to_string(), e.is_transient()))?;
-        let layer = wasm_layer(&pulled.config, &pulled.layers).ok_or_else(|| {
-            (
-                format!(
-                    "{}: not a Wasm component artifact (no application/wasm layer)",
-                    pulled.pinned
-                ),
-                false,
-            )
-        })?;
-        let pinned = match (&layout_path, pulled.pinned.digest) {
+        let layer =
+            wasm_layer(&pulled.resolved.config, &pulled.resolved.layers).ok_or_else(|| {
+                (
+                    format!(
+                        "{}: not a Wasm component artifact (no application/wasm layer)",
+                        pulled.resolved.pinned
+                    ),
+                    false,
+                )
+            })?;
+        let pinned = match (&layout_path, pulled.resolved.pinned.digest) {
             (Some(path), Some(d)) => format!("oci:{path}@{d}"),
-            _ => pulled.pinned.to_string(),
+            _ => pulled.resolved.pinned.to_string(),
         };
         info!(image, pinned = %pinned, fetched = pulled.fetched.len(), "pulled component");
         Ok((pinned, layer.digest, layer.size))

@@ -42,6 +42,23 @@ pub struct AgentState {
     pub release_roots: Vec<ReleaseRoots>,
 }
 
+impl AgentState {
+    /// What the artifact store keeps: the artifacts of the recorded releases and of the
+    /// last-known-good. Garbage collection, `status.json` and `fleetlet cache` all use this.
+    pub fn retained_roots(&self) -> Vec<ReleaseRoots> {
+        let mut roots = self.release_roots.clone();
+        if let Some(lkg) = &self.last_known_good
+            && !roots.iter().any(|r| r.commit == lkg.revision.commit)
+        {
+            roots.push(ReleaseRoots {
+                commit: lkg.revision.commit.clone(),
+                digests: crate::engine::release_digests(&lkg.desired),
+            });
+        }
+        roots
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReleaseRoots {

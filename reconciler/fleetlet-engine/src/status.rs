@@ -2,6 +2,17 @@
 //! `/status`, written to `status.json` and printed by `fleetlet status`.
 
 use crate::record::{AgentState, CycleError, ReleaseRoots};
+
+/// Every value of [`WorkloadStatus::state`].
+pub const WORKLOAD_STATES: [&str; 7] = [
+    "running",
+    "restarting",
+    "completed",
+    "failed",
+    "stopped",
+    "stale",
+    "notApplied",
+];
 use fleetlet_core::render::WasmKind;
 use fleetlet_core::{ObservedWorkload, WorkloadHealth};
 use serde::{Deserialize, Serialize};
@@ -36,7 +47,7 @@ pub struct WorkloadStatus {
     pub artifact: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// `running`, `restarting`, `completed`, `failed`, `stopped` or `notApplied`.
+    /// One of [`WORKLOAD_STATES`].
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -97,18 +108,7 @@ impl Status {
             last_sync: state.last_sync,
             last_error: state.last_error.clone(),
             workloads,
-            release_roots: {
-                let mut roots = state.release_roots.clone();
-                if let Some(lkg) = &state.last_known_good
-                    && !roots.iter().any(|r| r.commit == lkg.revision.commit)
-                {
-                    roots.push(ReleaseRoots {
-                        commit: lkg.revision.commit.clone(),
-                        digests: crate::engine::release_digests(&lkg.desired),
-                    });
-                }
-                roots
-            },
+            release_roots: state.retained_roots(),
         }
     }
 }

@@ -200,9 +200,9 @@ fn pulls_the_platform_manifest_of_an_index_and_only_missing_blobs() {
 
     let arm = Platform::parse("linux/arm/v7").unwrap();
     let pulled = pull(&reg, &store, &r, &arm).unwrap();
-    assert_eq!(pulled.manifest.digest, arm7);
-    assert_eq!(pulled.index.as_ref().unwrap().digest, idx_digest);
-    assert_eq!(pulled.pinned.digest, Some(idx_digest));
+    assert_eq!(pulled.resolved.manifest.digest, arm7);
+    assert_eq!(pulled.resolved.index.as_ref().unwrap().digest, idx_digest);
+    assert_eq!(pulled.resolved.pinned.digest, Some(idx_digest));
     assert_eq!(pulled.fetched.len(), 3, "config and both layers");
     assert!(
         store
@@ -215,7 +215,7 @@ fn pulls_the_platform_manifest_of_an_index_and_only_missing_blobs() {
     // The amd64 image shares the base layer and config: only its own layer is fetched.
     reg.fetched.lock().unwrap().clear();
     let pulled = pull(&reg, &store, &r, &Platform::parse("linux/amd64").unwrap()).unwrap();
-    assert_eq!(pulled.manifest.digest, amd);
+    assert_eq!(pulled.resolved.manifest.digest, amd);
     assert_eq!(*reg.fetched.lock().unwrap(), vec![Digest::of(b"app-amd64")]);
 
     // No manifest for the platform: a clear error listing what there is.
@@ -248,7 +248,9 @@ fn finds_the_component_of_a_wasm_artifact() {
     let store = MemStore::default();
     let pulled = pull(&reg, &store, &reference("h.io/comp:v1"), &Platform::host()).unwrap();
     assert_eq!(
-        wasm_layer(&pulled.config, &pulled.layers).unwrap().digest,
+        wasm_layer(&pulled.resolved.config, &pulled.resolved.layers)
+            .unwrap()
+            .digest,
         Digest::of(b"\0asm component")
     );
     assert_eq!(

@@ -104,15 +104,7 @@ impl Metrics {
 
     pub fn set_status(&self, status: &Status) {
         self.workloads.clear();
-        for state in [
-            "running",
-            "restarting",
-            "completed",
-            "failed",
-            "stopped",
-            "stale",
-            "notApplied",
-        ] {
+        for state in fleetlet_engine::status::WORKLOAD_STATES {
             let n = status.workloads.iter().filter(|w| w.state == state).count();
             self.workloads
                 .get_or_create(&StateLabel {

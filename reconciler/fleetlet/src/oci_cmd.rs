@@ -108,15 +108,16 @@ pub fn pull_cmd(
     let bytes: u64 = pulled.fetched.iter().map(|d| d.size).sum();
     match output {
         Output::Text => {
-            println!("{}", pulled.pinned);
+            println!("{}", pulled.resolved.pinned);
             println!(
                 "fetched {} blob(s), {bytes} bytes; {} already in the store",
                 pulled.fetched.len(),
-                pulled.layers.len() + 1 - pulled.fetched.len().min(pulled.layers.len() + 1)
+                pulled.resolved.layers.len() + 1
+                    - pulled.fetched.len().min(pulled.resolved.layers.len() + 1)
             );
         }
         o => print_value(
-            &serde_json::json!({"reference": pulled.pinned.to_string(), "manifest": pulled.manifest, "fetched": pulled.fetched, "fetchedBytes": bytes}),
+            &serde_json::json!({"reference": pulled.resolved.pinned.to_string(), "manifest": pulled.resolved.manifest, "fetched": pulled.fetched, "fetchedBytes": bytes}),
             o,
         )?,
     }
