@@ -1,0 +1,1 @@
+//! Sigstore bundles (keyless). Work in progress.
