@@ -338,13 +338,13 @@ fn force_push_is_refused_and_reported() {
         "rewritten history",
     );
     let s = agent.wait_status(T, "force-push refused", |s| {
-        s["lastError"]["stage"] == "source"
+        s["lastError"]["stage"] == "verify"
     });
     assert!(
         s["lastError"]["message"]
             .as_str()
             .unwrap()
-            .contains("descendant"),
+            .contains("does not descend from the applied commit"),
         "{s:#}"
     );
     wait_body(port, "/", "kept", Duration::from_secs(2)).unwrap();

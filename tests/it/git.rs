@@ -48,7 +48,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
         "bare mirror created"
     );
 
-    let rev = changed(source.poll(None, None)?);
+    let rev = changed(source.poll(None)?);
     assert_eq!(rev.commit, first);
     assert_eq!(rev.reference, "refs/heads/main");
     assert_eq!(rev.summary, "first commit");
@@ -63,7 +63,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
 
     // Nothing moved: answered from the ref advertisement alone.
     for _ in 0..2 {
-        match source.poll(Some(&first), Some(&first))? {
+        match source.poll(Some(&first))? {
             Poll::Unchanged(r) => assert_eq!(r.commit, first),
             other => panic!("expected Unchanged, got {other:?}"),
         }
@@ -75,7 +75,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
         &[("sites/edge-1/site.yaml", b"name: edge-1\nlabels: {a: b}\n")],
         "second",
     )?;
-    let rev = changed(source.poll(Some(&first), Some(&first))?);
+    let rev = changed(source.poll(Some(&first))?);
     assert_eq!(
         (rev.commit.as_str(), rev.summary.as_str()),
         (second.as_str(), "second")
@@ -92,10 +92,7 @@ fn poll_cycle(url: &str, repo: &TestRepo) -> anyhow::Result<()> {
 
     // A restarted agent (new source, same mirror) with the commit already mirrored does not fetch.
     let mut reopened = GitSource::open(config(url, main_branch(), &mirror.path().join("mirror")))?;
-    assert!(matches!(
-        reopened.poll(Some(&second), Some(&second))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(reopened.poll(Some(&second))?, Poll::Unchanged(_)));
     assert_eq!(reopened.fetch_count(), 0);
     Ok(())
 }
@@ -147,7 +144,7 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
         Follow::TagPattern("v*".into()),
         &mirror.path().join("tags"),
     ))?;
-    let rev = changed(tags.poll(None, None)?);
+    let rev = changed(tags.poll(None)?);
     assert_eq!(rev.reference, "refs/tags/v1.10.0");
     assert_ne!(
         repo.rev_parse("v1.10.0")?,
@@ -160,22 +157,16 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
     );
     assert_eq!(rev.summary, "ten");
     assert_eq!(tags.read_tree(&rev.commit)?.get("v"), Some(&b"1.10.0"[..]));
-    assert!(matches!(
-        tags.poll(Some(&c1100), Some(&c1100))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(tags.poll(Some(&c1100))?, Poll::Unchanged(_)));
     assert_eq!(tags.fetch_count(), 1);
 
     // A newer release moves the source; an older one does not.
     repo.force_reset(&c100)?;
     repo.tag("v1.1.0", false)?;
-    assert!(matches!(
-        tags.poll(Some(&c1100), Some(&c1100))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(tags.poll(Some(&c1100))?, Poll::Unchanged(_)));
     repo.force_reset(&head)?;
     repo.tag("v1.11.0", true)?;
-    let rev = changed(tags.poll(Some(&c1100), Some(&c1100))?);
+    let rev = changed(tags.poll(Some(&c1100))?);
     assert_eq!(
         (rev.reference.as_str(), rev.commit.as_str()),
         ("refs/tags/v1.11.0", head.as_str())
@@ -183,7 +174,7 @@ fn follows_newest_semver_tag_and_peels_annotated_tags() -> anyhow::Result<()> {
 
     // The same repo followed by branch gives main's head.
     let mut branch = GitSource::open(config(&url, main_branch(), &mirror.path().join("branch")))?;
-    assert_eq!(changed(branch.poll(None, None)?).commit, head);
+    assert_eq!(changed(branch.poll(None)?).commit, head);
     Ok(())
 }
 
@@ -203,16 +194,13 @@ fn orders_non_semver_tags_by_commit_time() -> anyhow::Result<()> {
         Follow::TagPattern("deploy-*".into()),
         mirror.path(),
     ))?;
-    let rev = changed(source.poll(None, None)?);
+    let rev = changed(source.poll(None)?);
     assert_eq!(
         (rev.reference.as_str(), rev.commit.as_str()),
         ("refs/tags/deploy-blue", newer.as_str())
     );
     // Both candidates are now mirrored: polling again fetches nothing.
-    assert!(matches!(
-        source.poll(Some(&newer), Some(&newer))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(source.poll(Some(&newer))?, Poll::Unchanged(_)));
     assert_eq!(source.fetch_count(), 1);
 
     // No tag matches: a retryable error naming the pattern.
@@ -221,7 +209,7 @@ fn orders_non_semver_tags_by_commit_time() -> anyhow::Result<()> {
         Follow::TagPattern("prod-*".into()),
         &mirror.path().join("none"),
     ))?;
-    match none.poll(None, None) {
+    match none.poll(None) {
         Err(SourceError::Unreachable { message, .. }) => {
             assert!(message.contains("prod-*"), "{message}")
         }
@@ -231,7 +219,7 @@ fn orders_non_semver_tags_by_commit_time() -> anyhow::Result<()> {
 }
 
 #[test]
-fn refuses_force_push_unless_allowed() -> anyhow::Result<()> {
+fn reports_rewritten_history_for_the_engine_to_judge() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let repo = TestRepo::new_in(root.path(), "fleet")?;
     let a = repo.commit_files(&[("f", b"a")], "a")?;
@@ -240,34 +228,83 @@ fn refuses_force_push_unless_allowed() -> anyhow::Result<()> {
     let url = daemon.url_for("fleet");
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
-    assert_eq!(changed(source.poll(None, None)?).commit, b);
+    assert_eq!(changed(source.poll(None)?).commit, b);
 
     // Rewrite history: main now holds c, whose parent is a, not b.
     repo.force_reset(&a)?;
     let c = repo.commit_files(&[("f", b"c")], "c (rewritten)")?;
-    for _ in 0..2 {
-        match source.poll(Some(&b), Some(&b)) {
-            Err(SourceError::Refused(msg)) => {
-                assert!(
-                    msg.contains("force-push") && msg.contains(&c) && msg.contains(&b),
-                    "{msg}"
-                );
-            }
-            other => panic!("expected Refused, got {other:?}"),
-        }
-    }
-    // The last applied commit stays readable while the rewrite waits for a human.
+    assert_eq!(changed(source.poll(Some(&b))?).commit, c);
+    assert!(!source.descends_from(&c, &b)?, "c does not descend from b");
+    assert!(source.descends_from(&c, &a)?);
+    assert!(source.descends_from(&c, &c)?);
+    assert!(
+        !source.descends_from(&a, &c)?,
+        "an older commit is not a descendant"
+    );
+    // The applied commit stays readable while the rewrite waits for a human.
     assert_eq!(source.read_tree(&b)?.get("f"), Some(&b"b"[..]));
-
-    let mut cfg = config(&url, main_branch(), mirror.path());
-    cfg.allow_force_push = true;
-    let mut allowed = GitSource::open(cfg)?;
-    let rev = changed(allowed.poll(Some(&b), Some(&b))?);
-    assert_eq!(rev.commit, c);
-    assert_eq!(allowed.read_tree(&c)?.get("f"), Some(&b"c"[..]));
-    // Fast-forward is of course fine.
     let d = repo.commit_files(&[("f", b"d")], "d")?;
-    assert_eq!(changed(source.poll(Some(&c), Some(&c))?).commit, d);
+    assert_eq!(changed(source.poll(Some(&c))?).commit, d);
+    assert!(source.descends_from(&d, &c)?);
+    Ok(())
+}
+
+/// A throwaway SSH signing key, as an operator makes one.
+pub fn ssh_signing_key(dir: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
+    let key = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ssh-keygen: {out:?}");
+    Ok(key)
+}
+
+#[test]
+fn hands_over_commit_signatures_and_the_tags_on_a_commit() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let keys = tempfile::tempdir()?;
+    let key = ssh_signing_key(keys.path(), "ops")?;
+    let repo = TestRepo::new_in(root.path(), "fleet")?;
+    let unsigned = repo.commit_files(&[("f", b"a")], "unsigned")?;
+    let signed = repo.commit_signed(&[("f", b"b")], "signed", &key)?;
+
+    let daemon = GitDaemon::start(root.path())?;
+    let mirror = tempfile::tempdir()?;
+    let mut source = GitSource::open(config(
+        &daemon.url_for("fleet"),
+        main_branch(),
+        mirror.path(),
+    ))?;
+    assert_eq!(changed(source.poll(None)?).commit, signed);
+    assert_eq!(source.commit_signature(&unsigned)?, None);
+    let sig = source.commit_signature(&signed)?.expect("a signature");
+    assert!(sig.signature.starts_with(b"-----BEGIN SSH SIGNATURE-----"));
+    assert!(!String::from_utf8_lossy(&sig.payload).contains("gpgsig"));
+    assert!(String::from_utf8_lossy(&sig.payload).ends_with("signed\n"));
+    assert!(source.tags_at(&signed)?.is_empty());
+
+    // Tags pushed onto the same commit later still come in with the next poll.
+    repo.tag_with_message("release-1", "release one", Some(&key))?;
+    repo.tag_with_message("note-1", "not signed", None)?;
+    repo.tag("lightweight-1", false)?;
+    assert!(matches!(source.poll(Some(&signed))?, Poll::Unchanged(_)));
+    let tags = source.tags_at(&signed)?;
+    let names: Vec<&str> = tags.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["note-1", "release-1"], "annotated tags only");
+    let release = &tags[1];
+    assert_eq!(release.message.lines().next(), Some("release one"));
+    let s = release.signed.as_ref().expect("release-1 is signed");
+    assert!(s.signature.starts_with(b"-----BEGIN SSH SIGNATURE-----"));
+    assert!(String::from_utf8_lossy(&s.payload).starts_with("object "));
+    assert!(tags[0].signed.is_none());
+    let fetches = source.fetch_count();
+    assert!(matches!(source.poll(Some(&signed))?, Poll::Unchanged(_)));
+    assert_eq!(
+        source.fetch_count(),
+        fetches,
+        "known tags are not fetched again"
+    );
     Ok(())
 }
 
@@ -291,11 +328,11 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
     let url = daemon.url_for("fleet");
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
-    changed(source.poll(None, None)?);
+    changed(source.poll(None)?);
 
     daemon.stop();
     let started = Instant::now();
-    let message = expect_unreachable(source.poll(Some(&first), Some(&first)), &url);
+    let message = expect_unreachable(source.poll(Some(&first)), &url);
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "took {:?}",
@@ -308,19 +345,19 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
     let closed = format!("git://127.0.0.1:{}/fleet", free_port()?);
     let mut source = GitSource::open(config(&closed, main_branch(), mirror.path()))?;
     let started = Instant::now();
-    expect_unreachable(source.poll(None, None), &closed);
+    expect_unreachable(source.poll(None), &closed);
     assert!(started.elapsed() < Duration::from_secs(1));
 
     // A missing repo on a live daemon, and a missing local path, are retryable too.
     let daemon = GitDaemon::start(root.path())?;
     let missing = daemon.url_for("nope");
     expect_unreachable(
-        GitSource::open(config(&missing, main_branch(), mirror.path()))?.poll(None, None),
+        GitSource::open(config(&missing, main_branch(), mirror.path()))?.poll(None),
         &missing,
     );
     let gone = root.path().join("gone").display().to_string();
     expect_unreachable(
-        GitSource::open(config(&gone, main_branch(), mirror.path()))?.poll(None, None),
+        GitSource::open(config(&gone, main_branch(), mirror.path()))?.poll(None),
         &gone,
     );
     // The branch is missing.
@@ -329,7 +366,7 @@ fn remote_down_is_unreachable_fast() -> anyhow::Result<()> {
         Follow::Branch("prod".into()),
         mirror.path(),
     ))?;
-    let message = expect_unreachable(no_branch.poll(None, None), &daemon.url_for("fleet"));
+    let message = expect_unreachable(no_branch.poll(None), &daemon.url_for("fleet"));
     assert!(message.contains("refs/heads/prod"), "{message}");
     Ok(())
 }
@@ -344,7 +381,7 @@ fn garbage_server_is_unreachable() -> anyhow::Result<()> {
     ] {
         let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
         let started = Instant::now();
-        let message = expect_unreachable(source.poll(None, None), &url);
+        let message = expect_unreachable(source.poll(None), &url);
         println!("garbage over {url}: {message}");
         assert!(started.elapsed() < TIMEOUT, "took {:?}", started.elapsed());
         assert_eq!(source.fetch_count(), 0);
@@ -362,7 +399,7 @@ fn silent_server_times_out() -> anyhow::Result<()> {
     ] {
         let mut source = GitSource::open(config(&url, main_branch(), mirror.path()))?;
         let started = Instant::now();
-        let message = expect_unreachable(source.poll(None, None), &url);
+        let message = expect_unreachable(source.poll(None), &url);
         let took = started.elapsed();
         println!("silent over {url}: {message} after {took:?}");
         assert!(
@@ -394,7 +431,7 @@ fn read_tree_reads_nested_files_and_safe_symlinks() -> anyhow::Result<()> {
 
     let mirror = tempfile::tempdir()?;
     let mut source = GitSource::open(config(&repo.file_url(), main_branch(), mirror.path()))?;
-    changed(source.poll(None, None)?);
+    changed(source.poll(None)?);
     let tree = source.read_tree(&commit)?;
     let paths: Vec<&str> = tree.iter().map(|(p, _)| p).collect();
     assert_eq!(
@@ -478,7 +515,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     // From `sites/`, `../../etc/passwd` is the host's file, outside the checkout.
     repo.symlink("sites/passwd", "../../etc/passwd")?;
     let escaping = repo.commit_files(&[("sites/edge-1/site.yaml", b"x")], "escape")?;
-    changed(source.poll(None, None)?);
+    changed(source.poll(None)?);
     expect_bad_tree(
         source.read_tree(&escaping),
         &escaping,
@@ -488,7 +525,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("sites/passwd")?;
     repo.symlink("abs", "/etc/passwd")?;
     let absolute = repo.commit_files(&[], "absolute")?;
-    changed(source.poll(Some(&escaping), Some(&escaping))?);
+    changed(source.poll(Some(&escaping))?);
     expect_bad_tree(
         source.read_tree(&absolute),
         &absolute,
@@ -498,7 +535,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("abs")?;
     repo.symlink("dangling", "nowhere.yaml")?;
     let dangling = repo.commit_files(&[], "dangling")?;
-    changed(source.poll(Some(&absolute), Some(&absolute))?);
+    changed(source.poll(Some(&absolute))?);
     expect_bad_tree(
         source.read_tree(&dangling),
         &dangling,
@@ -509,7 +546,7 @@ fn read_tree_refuses_escaping_symlinks() -> anyhow::Result<()> {
     repo.remove("dangling")?;
     repo.symlink("sites/edge-2", "edge-1")?;
     let dir_link = repo.commit_files(&[], "folder link")?;
-    changed(source.poll(Some(&dangling), Some(&dangling))?);
+    changed(source.poll(Some(&dangling))?);
     expect_bad_tree(
         source.read_tree(&dir_link),
         &dir_link,
@@ -529,7 +566,7 @@ fn read_tree_enforces_size_limits() -> anyhow::Result<()> {
     let mut cfg = config(&repo.file_url(), main_branch(), mirror.path());
     cfg.max_file_size = 1024;
     let mut source = GitSource::open(cfg)?;
-    changed(source.poll(None, None)?);
+    changed(source.poll(None)?);
     expect_bad_tree(
         source.read_tree(&commit),
         &commit,
@@ -583,19 +620,16 @@ fn polls_over_ssh_with_pinned_host_key() -> anyhow::Result<()> {
     };
 
     let mut source = GitSource::open(ssh_config(&server.known_hosts, &mirror.path().join("ok")))?;
-    let rev = changed(source.poll(None, None)?);
+    let rev = changed(source.poll(None)?);
     assert_eq!(rev.commit, first);
     assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over ssh"[..]));
-    assert!(matches!(
-        source.poll(Some(&first), Some(&first))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
     assert_eq!(source.fetch_count(), 1);
 
     // Same host, another key: refused (a human must decide), and nothing fetched.
     let wrong = server.wrong_known_hosts()?;
     let mut source = GitSource::open(ssh_config(&wrong, &mirror.path().join("wrong")))?;
-    match source.poll(None, None) {
+    match source.poll(None) {
         Err(SourceError::Refused(msg)) => assert!(msg.contains("does not match"), "{msg}"),
         other => panic!("expected Refused, got {other:?}"),
     }
@@ -604,7 +638,7 @@ fn polls_over_ssh_with_pinned_host_key() -> anyhow::Result<()> {
     // Host not in the file at all: refused, never trusted on first use.
     let unrelated = server.unrelated_known_hosts()?;
     let mut source = GitSource::open(ssh_config(&unrelated, &mirror.path().join("unknown")))?;
-    match source.poll(None, None) {
+    match source.poll(None) {
         Err(SourceError::Refused(msg)) => assert!(msg.contains("not in known_hosts"), "{msg}"),
         other => panic!("expected Refused, got {other:?}"),
     }
@@ -633,7 +667,7 @@ fn polls_over_https_with_custom_ca() -> anyhow::Result<()> {
         main_branch(),
         &mirror.path().join("untrusted"),
     ))?;
-    let message = expect_unreachable(source.poll(None, None), &url);
+    let message = expect_unreachable(source.poll(None), &url);
     println!("untrusted certificate: {message}");
 
     let mut cfg = config(
@@ -643,12 +677,9 @@ fn polls_over_https_with_custom_ca() -> anyhow::Result<()> {
     );
     cfg.ca_file = Some(server.ca_file.clone());
     let mut source = GitSource::open(cfg)?;
-    assert_eq!(changed(source.poll(None, None)?).commit, first);
+    assert_eq!(changed(source.poll(None)?).commit, first);
     assert_eq!(source.read_tree(&first)?.get("f"), Some(&b"over https"[..]));
-    assert!(matches!(
-        source.poll(Some(&first), Some(&first))?,
-        Poll::Unchanged(_)
-    ));
+    assert!(matches!(source.poll(Some(&first))?, Poll::Unchanged(_)));
     assert_eq!(source.fetch_count(), 1);
     Ok(())
 }

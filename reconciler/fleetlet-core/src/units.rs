@@ -141,13 +141,14 @@ impl DurationSpec {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let expected = || format!("expected a duration such as 250ms, 5s, 2m or 1h, got {s:?}");
+        let expected = || format!("expected a duration such as 250ms, 5s, 2m, 1h or 7d, got {s:?}");
         let n: u64 = num.parse().map_err(|_| expected())?;
         let mult = match unit {
             "ms" => 1,
             "s" => 1000,
             "m" => 60_000,
             "h" => 3_600_000,
+            "d" => 86_400_000,
             _ => return Err(expected()),
         };
         n.checked_mul(mult).map(DurationSpec).ok_or_else(expected)
@@ -161,7 +162,12 @@ impl DurationSpec {
 impl fmt::Display for DurationSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0;
-        for (unit, size) in [("h", 3_600_000u64), ("m", 60_000), ("s", 1000)] {
+        for (unit, size) in [
+            ("d", 86_400_000u64),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
             if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
@@ -192,7 +198,7 @@ impl schemars::JsonSchema for DurationSpec {
         "Duration".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"})
+        schemars::json_schema!({"type": "string", "pattern": "^[0-9]+(ms|s|m|h|d)$"})
     }
 }
 
@@ -231,7 +237,8 @@ mod tests {
             ("2s", Some(2000)),
             ("1m", Some(60_000)),
             ("5", None),
-            ("1d", None),
+            ("1d", Some(86_400_000)),
+            ("1w", None),
         ] {
             assert_eq!(
                 DurationSpec::parse(input).ok().map(|d| d.0),

@@ -398,3 +398,175 @@ pub fn wasm_layer<'a>(config: &Descriptor, layers: &'a [Descriptor]) -> Option<&
         _ => layers.iter().find(|l| l.media_type == WASM_LAYER),
     }
 }
+
+/// Most layers a signature manifest may have: cosign appends one per signature.
+pub const MAX_SIGNATURE_LAYERS: usize = 64;
+/// Largest signature payload, certificate or bundle blob accepted.
+pub const MAX_SIGNATURE_BLOB: u64 = 1 << 20;
+/// Most referrers of one artifact looked at.
+const MAX_REFERRERS: usize = 64;
+/// Artifact types of sigstore bundles attached as referrers.
+pub const SIGSTORE_BUNDLE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireReferrer {
+    digest: String,
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    media_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireReferrers {
+    #[serde(default)]
+    manifests: Vec<WireReferrer>,
+}
+
+/// Brings the signature material of `subject` (pinned by digest) into the store: cosign's
+/// `sha256-<hex>.sig` manifest and every sigstore bundle attached as a referrer (the referrers
+/// API, or its tag-schema fallback). Returns the digests of the signature manifests found; none
+/// found is not an error here (the verifier decides). Oversized material is refused before any
+/// of it is downloaded.
+pub fn fetch_signatures<R, S>(
+    registry: &R,
+    store: &S,
+    subject: &RegistryRef,
+) -> Result<Vec<fleetlet_core::Digest>, PullError>
+where
+    R: Registry + Sync + ?Sized,
+    S: ArtifactStore + Sync + ?Sized,
+{
+    let digest = subject.digest.ok_or_else(|| PullError::Manifest {
+        reference: subject.to_string(),
+        message: "signatures are looked up for pinned references only".into(),
+    })?;
+    let mut found = Vec::new();
+    let sig_ref = RegistryRef {
+        tag: Some(crate::trust::cosign_signature_tag(&digest)),
+        digest: None,
+        ..subject.clone()
+    };
+    if let Some(d) = fetch_signature_manifest(registry, store, &sig_ref)? {
+        found.push(d);
+    }
+    let referrers = match registry.referrers(subject) {
+        Ok(r) => r,
+        Err(RegistryError::NotFound { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(index) = referrers {
+        let list: WireReferrers =
+            serde_json::from_slice(&index.bytes).map_err(|e| PullError::Manifest {
+                reference: subject.to_string(),
+                message: format!("referrers index is not valid JSON: {e}"),
+            })?;
+        let bundles = list.manifests.iter().filter(|m| {
+            m.artifact_type
+                .as_deref()
+                .or(m.media_type.as_deref())
+                .is_some_and(|t| t.starts_with(SIGSTORE_BUNDLE_PREFIX))
+        });
+        for m in bundles.take(MAX_REFERRERS) {
+            let d: fleetlet_core::Digest =
+                m.digest
+                    .parse()
+                    .map_err(
+                        |e: fleetlet_core::digest::DigestParseError| PullError::Manifest {
+                            reference: subject.to_string(),
+                            message: format!("referrer {}: {e}", m.digest),
+                        },
+                    )?;
+            if let Some(d) = fetch_signature_manifest(registry, store, &subject.pinned(d))? {
+                found.push(d);
+            }
+        }
+    }
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// One signature manifest into the store, after checking its size limits; `None` when the
+/// registry has no such manifest.
+fn fetch_signature_manifest<R, S>(
+    registry: &R,
+    store: &S,
+    reference: &RegistryRef,
+) -> Result<Option<fleetlet_core::Digest>, PullError>
+where
+    R: Registry + Sync + ?Sized,
+    S: ArtifactStore + Sync + ?Sized,
+{
+    let resolved = match resolve(registry, reference, &Platform::host()) {
+        Ok(r) => r,
+        Err(PullError::Registry(RegistryError::NotFound { .. })) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bad = |message: String| PullError::Manifest {
+        reference: reference.to_string(),
+        message,
+    };
+    if resolved.index.is_some() {
+        return Err(bad("a signature must be a manifest, not an index".into()));
+    }
+    if resolved.layers.len() > MAX_SIGNATURE_LAYERS {
+        return Err(bad(format!(
+            "signature manifest has {} layers (at most {MAX_SIGNATURE_LAYERS})",
+            resolved.layers.len()
+        )));
+    }
+    if let Some(big) = std::iter::once(&resolved.config)
+        .chain(&resolved.layers)
+        .find(|d| d.size > MAX_SIGNATURE_BLOB)
+    {
+        return Err(bad(format!(
+            "signature blob {} is {} bytes (at most {MAX_SIGNATURE_BLOB})",
+            big.digest, big.size
+        )));
+    }
+    let pulled = pull(registry, store, reference, &Platform::host())?;
+    Ok(Some(pulled.resolved.manifest.digest))
+}
+
+/// Reads signature manifests and their blobs back from the store (offline re-verification).
+pub fn load_signature_manifests<S>(
+    store: &S,
+    digests: &[fleetlet_core::Digest],
+) -> Result<Vec<crate::trust::SignatureManifest>, String>
+where
+    S: ArtifactStore + ?Sized,
+{
+    let get = |d: &fleetlet_core::Digest| -> Result<Vec<u8>, String> {
+        store
+            .get(d)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("signature material {d} is not in the local store"))
+    };
+    let mut out = Vec::new();
+    for digest in digests {
+        let bytes = get(digest)?;
+        let doc: WireDoc = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("signature manifest {digest} is not valid JSON: {e}"))?;
+        let mut blobs = std::collections::BTreeMap::new();
+        for d in doc.config.iter().chain(doc.layers.iter().flatten()) {
+            if d.size > MAX_SIGNATURE_BLOB {
+                continue;
+            }
+            let Ok(blob_digest) = d.digest.parse::<fleetlet_core::Digest>() else {
+                continue;
+            };
+            // An absent blob is left out: the verifier reports the layer it cannot read.
+            if let Ok(Some(b)) = store.get(&blob_digest) {
+                blobs.insert(blob_digest, b);
+            }
+        }
+        out.push(crate::trust::SignatureManifest {
+            digest: *digest,
+            bytes,
+            blobs,
+        });
+    }
+    Ok(out)
+}

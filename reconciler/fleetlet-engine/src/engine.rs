@@ -25,12 +25,15 @@
 //! engine per state dir (the state store locks it).
 
 use crate::artifacts::{Platform, pull, wasm_layer};
+use crate::artifacts::{fetch_signatures, load_signature_manifests};
 use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
 use crate::record::{
-    AgentState, AppliedRelease, CycleError, ReleaseRoots, STATE_VERSION, Stage, WorkloadRecord,
+    AgentState, AppliedRelease, CycleError, ReleaseRoots, STATE_VERSION, Stage, VerifiedArtifact,
+    WorkloadRecord,
 };
 use crate::registry::{ArtifactStore, LAYOUT_REGISTRY, Layouts, Registry};
 use crate::status::Status;
+use crate::trust::{Requirement, Signer, Verifier};
 use fleetlet_core::load::load_fleet;
 use fleetlet_core::reference::ArtifactRef;
 use fleetlet_core::reference::RegistryRef;
@@ -75,6 +78,28 @@ where
     layouts: Option<Box<dyn Layouts>>,
     /// Releases whose artifacts garbage collection keeps.
     keep_releases: usize,
+    /// The site's trust policy; without one nothing is checked (development only: the agent
+    /// refuses to start without a policy unless told so explicitly).
+    verifier: Option<Box<dyn Verifier>>,
+    /// Accept a new commit that does not descend from the applied one without a signed
+    /// rollback instruction.
+    allow_history_rewrite: bool,
+}
+
+/// What pulling one image component brought: where it is pinned and whether it may run.
+#[derive(Clone)]
+struct PulledComponent {
+    pinned: String,
+    layer: fleetlet_core::Digest,
+    size: u64,
+    verification: Verification,
+}
+
+#[derive(Clone)]
+enum Verification {
+    NotRequired,
+    Passed(VerifiedArtifact),
+    Failed(String),
 }
 
 type CycleResult<T> = Result<T, CycleError>;
@@ -98,6 +123,9 @@ where
             version: STATE_VERSION,
             ..Default::default()
         });
+        // A restart is when trust roots and policy change: what was refused gets another look.
+        let mut state = state;
+        state.refused = None;
         if state.version > STATE_VERSION {
             return Err(crate::ports::StateError(format!(
                 "state record has version {}, this agent understands up to {STATE_VERSION}",
@@ -114,6 +142,8 @@ where
             registry: None,
             layouts: None,
             keep_releases: DEFAULT_KEEP_RELEASES,
+            verifier: None,
+            allow_history_rewrite: false,
         })
     }
 
@@ -126,6 +156,19 @@ where
     /// How many applied releases keep their artifacts in the store (at least 1).
     pub fn keep_releases(mut self, n: usize) -> Self {
         self.keep_releases = n.max(1);
+        self
+    }
+
+    /// Checks commits, tags and artifacts against the site's trust policy before anything runs.
+    pub fn with_verifier(mut self, verifier: Box<dyn Verifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
+    }
+
+    /// Accepts commits that do not descend from the applied one (force-push, older release)
+    /// without a signed rollback instruction.
+    pub fn allow_history_rewrite(mut self, allow: bool) -> Self {
+        self.allow_history_rewrite = allow;
         self
     }
 
@@ -153,7 +196,10 @@ where
         let Some(applied) = self.state.applied.clone() else {
             return Ok(0);
         };
-        match self.converge(&applied.desired, None) {
+        let restored = self
+            .reverify(&applied)
+            .and_then(|()| self.converge(&applied.desired, None));
+        match restored {
             Ok(n) => {
                 info!(commit = %applied.revision.commit, workloads = n, "restored the applied release from local state");
                 Ok(n)
@@ -170,6 +216,11 @@ where
                     self.save();
                     return Err(e);
                 };
+                if let Err(e) = self.reverify(&lkg) {
+                    self.state.last_error = Some(e.clone());
+                    self.save();
+                    return Err(e);
+                }
                 let n = self.converge(&lkg.desired, None)?;
                 self.state.applied = Some(lkg);
                 self.save();
@@ -210,10 +261,19 @@ where
             .applied
             .as_ref()
             .map(|a| a.revision.commit.clone());
-        let poll = match self.source.poll(last_seen.as_deref(), applied.as_deref()) {
+        let poll = match self.source.poll(last_seen.as_deref()) {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "fleet repo source unavailable or refused; what runs keeps running");
+                if let (Some(max), Some(last)) = (self.max_source_age(), self.state.last_sync)
+                    && now - last > max
+                {
+                    self.state.stale_source = Some(format!(
+                        "no answer from the source for {} (the policy allows {}); last-known-good keeps running",
+                        human_duration(now - last),
+                        human_duration(max)
+                    ));
+                }
                 self.state.last_error = Some(CycleError {
                     at: now,
                     stage: Stage::Source,
@@ -228,7 +288,13 @@ where
         self.state.last_sync = Some(now);
         let rev = poll.revision().clone();
         self.state.last_seen = Some(rev.clone());
-        if applied.as_deref() == Some(rev.commit.as_str()) {
+        self.check_freshness(&rev, now);
+        let partial = self
+            .state
+            .applied
+            .as_ref()
+            .is_some_and(|a| !a.held.is_empty());
+        if applied.as_deref() == Some(rev.commit.as_str()) && !partial {
             self.state.refused = None;
             self.state.last_error = None;
             return CycleOutcome::Unchanged;
@@ -247,7 +313,10 @@ where
         match self.release(&rev, now) {
             Ok(changes) => {
                 self.state.refused = None;
-                self.state.last_error = None;
+                self.state.last_error = self.held_error(now);
+                if changes == 0 && applied.as_deref() == Some(rev.commit.as_str()) {
+                    return CycleOutcome::Unchanged;
+                }
                 CycleOutcome::Applied {
                     commit: rev.commit,
                     changes,
@@ -279,17 +348,56 @@ where
             details,
             retryable,
         };
-        let tree = self
-            .source
-            .read_tree(&rev.commit)
-            .map_err(|e| err(Stage::Source, e.to_string(), vec![], e.is_transient()))?;
-        let desired = desired_state(&tree, &self.site, &rev.commit)
+        let source_err = |e: crate::ports::SourceError| {
+            err(Stage::Source, e.to_string(), vec![], e.is_transient())
+        };
+        // Before reading anything of the commit: is it allowed to replace what runs, and who
+        // signed it.
+        let mut commit_signers = self
+            .check_history(rev)
+            .map_err(|(m, retryable)| err(Stage::Verify, m, vec![], retryable))?;
+        if let Some(v) = &self.verifier {
+            let signed = self
+                .source
+                .commit_signature(&rev.commit)
+                .map_err(source_err)?;
+            match v.verify_commit(rev, signed.as_ref()) {
+                Ok(s) => commit_signers.extend(s),
+                Err(reason) => {
+                    return Err(err(
+                        Stage::Verify,
+                        format!("commit {}: {reason}", short(&rev.commit)),
+                        vec![],
+                        false,
+                    ));
+                }
+            }
+        }
+        let tree = self.source.read_tree(&rev.commit).map_err(source_err)?;
+        let (desired, labels) = desired_state(&tree, &self.site, &rev.commit)
             .map_err(|(stage, msg, details)| err(stage, msg, details, false))?;
+        if let Some(v) = &self.verifier {
+            let tags = self.source.tags_at(&rev.commit).map_err(source_err)?;
+            match v.verify_release_tag(&labels, &tags) {
+                Ok(s) => commit_signers.extend(s),
+                // Retryable: the signed tag may be pushed after the commit.
+                Err(reason) => {
+                    return Err(err(
+                        Stage::Verify,
+                        format!("commit {}: {reason}", short(&rev.commit)),
+                        vec![],
+                        true,
+                    ));
+                }
+            }
+        }
 
         // 4. store components, so a restart without network has them; pin images to digests
         //    once for this release (a tag that moves later changes nothing until the next one).
         let mut desired = desired;
-        let mut pins: BTreeMap<String, (String, fleetlet_core::Digest, u64)> = BTreeMap::new();
+        let mut pins: BTreeMap<String, PulledComponent> = BTreeMap::new();
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let mut artifacts: BTreeMap<String, VerifiedArtifact> = BTreeMap::new();
         for w in desired.workloads.values_mut() {
             let Some(component) = w.wasm.as_ref().map(|s| s.component.clone()) else {
                 continue;
@@ -328,7 +436,63 @@ where
                         p
                     }
                 };
-                w.pin_component(pin.0, pin.1, pin.2);
+                w.pin_component(pin.pinned.clone(), pin.layer, pin.size);
+                match pin.verification {
+                    Verification::NotRequired => {}
+                    Verification::Passed(v) => {
+                        artifacts.insert(pin.pinned, v);
+                    }
+                    Verification::Failed(reason) => {
+                        failures.push((w.id(), format!("{}: {reason}", pin.pinned)))
+                    }
+                }
+            }
+        }
+
+        // A workload whose artifact failed verification never starts. Atomic releases (the
+        // default) are held whole; otherwise only that workload is, at its previous version.
+        let mut held = BTreeMap::new();
+        if !failures.is_empty() {
+            let details: Vec<String> = failures
+                .iter()
+                .map(|(id, reason)| format!("{id}: {reason}"))
+                .collect();
+            if self.verifier.as_ref().is_none_or(|v| v.atomic()) {
+                return Err(err(
+                    Stage::Verify,
+                    format!(
+                        "{} workload(s) failed verification; the release is held: {}",
+                        details.len(),
+                        details[0]
+                    ),
+                    details,
+                    // A signature may be attached to the artifact after the commit.
+                    true,
+                ));
+            }
+            let previous = self.state.applied.clone();
+            for (id, reason) in failures {
+                warn!(workload = %id, reason = %reason, "artifact failed verification; workload held at its previous version");
+                match previous.as_ref().and_then(|p| p.desired.workloads.get(&id)) {
+                    Some(old) => {
+                        desired.workloads.insert(id.clone(), old.clone());
+                    }
+                    None => {
+                        desired.workloads.remove(&id);
+                    }
+                }
+                held.insert(id, reason);
+            }
+            // The versions kept keep the verification they ran with.
+            if let Some(p) = &previous {
+                for w in desired.workloads.values() {
+                    if let Some(pinned) = w.wasm.as_ref().and_then(|s| s.component.pinned.clone())
+                        && !artifacts.contains_key(&pinned)
+                        && let Some(v) = p.artifacts.get(&pinned)
+                    {
+                        artifacts.insert(pinned, v.clone());
+                    }
+                }
             }
         }
         desired.rehash();
@@ -348,6 +512,9 @@ where
             revision: rev.clone(),
             desired,
             applied_at: now,
+            commit_signers,
+            artifacts,
+            held,
         });
         info!(commit = %rev.commit, summary = %rev.summary, changes, "release applied");
         self.record_roots_and_collect(&rev.commit);
@@ -361,7 +528,7 @@ where
         let Some(applied) = &self.state.applied else {
             return;
         };
-        let roots = release_digests(&applied.desired);
+        let roots = applied.digests();
         self.state.release_roots.retain(|r| r.commit != commit);
         self.state.release_roots.insert(
             0,
@@ -475,12 +642,9 @@ where
         Ok(changes)
     }
 
-    /// Pulls an image component into the store: (pinned reference, layer digest, size), or
-    /// (message, retryable).
-    fn pull_component(
-        &self,
-        image: &str,
-    ) -> Result<(String, fleetlet_core::Digest, u64), (String, bool)> {
+    /// Pulls an image component into the store, with its signature material when the policy
+    /// requires a signature, and verifies it; or (message, retryable).
+    fn pull_component(&self, image: &str) -> Result<PulledComponent, (String, bool)> {
         let parsed = image
             .parse::<ArtifactRef>()
             .map_err(|e| (e.to_string(), false))?;
@@ -534,7 +698,169 @@ where
             _ => pulled.resolved.pinned.to_string(),
         };
         info!(image, pinned = %pinned, fetched = pulled.fetched.len(), "pulled component");
-        Ok((pinned, layer.digest, layer.size))
+        let verification = match (&self.verifier, policy_ref(&pinned)) {
+            (Some(v), Some(subject)) if v.artifact_requirement(&subject) == Requirement::Signed => {
+                let material = fetch_signatures(registry, &self.blobs, &pulled.resolved.pinned)
+                    .map_err(|e| {
+                        (
+                            format!("fetching signatures of {pinned}: {e}"),
+                            e.is_transient(),
+                        )
+                    })?;
+                let manifests = load_signature_manifests(&self.blobs, &material)
+                    .map_err(|m| (format!("reading signatures of {pinned}: {m}"), true))?;
+                match v.verify_artifact(&subject, &manifests) {
+                    Ok(signers) => {
+                        info!(pinned = %pinned, signers = %list_signers(&signers), "artifact signature verified");
+                        Verification::Passed(VerifiedArtifact { material, signers })
+                    }
+                    Err(reason) => Verification::Failed(reason),
+                }
+            }
+            _ => Verification::NotRequired,
+        };
+        Ok(PulledComponent {
+            pinned,
+            layer: layer.digest,
+            size: layer.size,
+            verification,
+        })
+    }
+
+    /// Checks again, from the store alone, that every artifact of `release` is still signed as
+    /// the policy requires (a restart may come with new trust roots; the store may have been
+    /// tampered with while the agent was down).
+    fn reverify(&self, release: &AppliedRelease) -> Result<(), CycleError> {
+        let Some(v) = &self.verifier else {
+            return Ok(());
+        };
+        let fail = |message: String| CycleError {
+            at: 0,
+            stage: Stage::Verify,
+            commit: Some(release.revision.commit.clone()),
+            message,
+            details: vec![],
+            retryable: false,
+        };
+        for w in release.desired.workloads.values() {
+            let Some(pinned) = w.wasm.as_ref().and_then(|s| s.component.pinned.as_deref()) else {
+                continue;
+            };
+            let Some(subject) = policy_ref(pinned) else {
+                continue;
+            };
+            if v.artifact_requirement(&subject) != Requirement::Signed {
+                continue;
+            }
+            let material = release
+                .artifacts
+                .get(pinned)
+                .map(|a| a.material.clone())
+                .unwrap_or_default();
+            let manifests = load_signature_manifests(&self.blobs, &material)
+                .map_err(|m| fail(format!("{}: re-verifying {pinned}: {m}", w.id())))?;
+            v.verify_artifact(&subject, &manifests)
+                .map_err(|m| fail(format!("{}: re-verifying {pinned}: {m}", w.id())))?;
+        }
+        Ok(())
+    }
+
+    /// Refuses a commit that does not descend from the applied one — a force-push, or an older
+    /// release replayed (rollback attack) — unless a signed rollback instruction on it allows
+    /// exactly this move. Returns the instruction's signer; errors are (message, retryable).
+    fn check_history(&self, rev: &crate::ports::Revision) -> Result<Vec<Signer>, (String, bool)> {
+        let Some(base) = self
+            .state
+            .applied
+            .as_ref()
+            .map(|a| a.revision.commit.clone())
+        else {
+            return Ok(vec![]);
+        };
+        if base == rev.commit {
+            return Ok(vec![]);
+        }
+        let descends = self
+            .source
+            .descends_from(&rev.commit, &base)
+            .map_err(|e| (e.to_string(), e.is_transient()))?;
+        if descends {
+            return Ok(vec![]);
+        }
+        let what = format!(
+            "{} moved to {}, which does not descend from the applied commit {} (force-push or an \
+             older release replayed)",
+            rev.reference, rev.commit, base
+        );
+        if self.allow_history_rewrite {
+            warn!("{what}; accepted because history rewrites are allowed on this site");
+            return Ok(vec![]);
+        }
+        let Some(v) = &self.verifier else {
+            return Err((
+                format!("{what}; refused (allow force-pushes on this site to accept it)"),
+                true,
+            ));
+        };
+        let tags = self
+            .source
+            .tags_at(&rev.commit)
+            .map_err(|e| (e.to_string(), e.is_transient()))?;
+        // Retryable: the signed instruction may be pushed after the commit.
+        let signer = v
+            .verify_rollback(&base, &rev.commit, &tags)
+            .map_err(|reason| (format!("{what}; refused: {reason}"), true))?;
+        info!(from = %base, to = %rev.commit, signer = %signer, "moving back: allowed by a signed rollback instruction");
+        Ok(vec![signer])
+    }
+
+    fn max_source_age(&self) -> Option<i64> {
+        self.verifier.as_ref().and_then(|v| v.max_source_age())
+    }
+
+    /// Reports a source whose newest commit is older than the policy allows (freeze attack).
+    fn check_freshness(&mut self, rev: &crate::ports::Revision, now: i64) {
+        self.state.stale_source = self
+            .max_source_age()
+            .filter(|max| now - rev.time > *max)
+            .map(|max| {
+                format!(
+                    "the source has not advanced for {} (newest commit {} on {}); the policy allows {}: \
+                     a possible freeze attack; last-known-good keeps running",
+                    human_duration(now - rev.time),
+                    short(&rev.commit),
+                    rev.reference,
+                    human_duration(max)
+                )
+            });
+        if let Some(m) = &self.state.stale_source {
+            warn!("{m}");
+        }
+    }
+
+    /// The error that describes workloads held back from the applied release, if any.
+    fn held_error(&self, now: i64) -> Option<CycleError> {
+        let applied = self.state.applied.as_ref()?;
+        if applied.held.is_empty() {
+            return None;
+        }
+        let details: Vec<String> = applied
+            .held
+            .iter()
+            .map(|(id, reason)| format!("{id}: {reason}"))
+            .collect();
+        Some(CycleError {
+            at: now,
+            stage: Stage::Verify,
+            commit: Some(applied.revision.commit.clone()),
+            message: format!(
+                "{} workload(s) held back (failed verification): {}",
+                details.len(),
+                details[0]
+            ),
+            details,
+            retryable: true,
+        })
     }
 
     /// The prepared workload, or (message, transient).
@@ -652,11 +978,12 @@ pub fn release_digests(desired: &DesiredState) -> Vec<fleetlet_core::Digest> {
 }
 
 /// Load, validate and render: the pure part of a release, with errors shaped for the record.
+/// Also returns the site's labels (policies may depend on them).
 pub fn desired_state(
     tree: &RepoTree,
     site: &str,
     commit: &str,
-) -> Result<DesiredState, (Stage, String, Vec<String>)> {
+) -> Result<(DesiredState, BTreeMap<String, String>), (Stage, String, Vec<String>)> {
     let loaded = load_fleet(tree);
     if loaded.has_errors() {
         let details: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
@@ -671,7 +998,13 @@ pub fn desired_state(
             details,
         ));
     }
-    render(&loaded.fleet, tree, site, commit).map_err(|errs| {
+    let labels = loaded
+        .fleet
+        .sites
+        .get(site)
+        .map(|s| s.doc.metadata.labels.clone())
+        .unwrap_or_default();
+    let desired = render(&loaded.fleet, tree, site, commit).map_err(|errs| {
         let details: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         (
             Stage::Render,
@@ -682,7 +1015,41 @@ pub fn desired_state(
             ),
             details,
         )
-    })
+    })?;
+    Ok((desired, labels))
+}
+
+/// The reference a policy matches an artifact by: `registry/repository` for registries,
+/// `oci-layout/PATH` for local layouts.
+fn policy_ref(pinned: &str) -> Option<RegistryRef> {
+    match pinned.parse::<ArtifactRef>().ok()? {
+        ArtifactRef::Registry(r) => Some(r),
+        ArtifactRef::Layout(l) => Some(RegistryRef {
+            registry: LAYOUT_REGISTRY.into(),
+            repository: l.path.trim_start_matches('/').to_string(),
+            tag: l.tag,
+            digest: l.digest,
+        }),
+    }
+}
+
+fn list_signers(signers: &[Signer]) -> String {
+    signers
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `3d4h`, `25m`, `40s`: durations in messages people read.
+fn human_duration(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{}h", s / 86400, s % 86400 / 3600),
+    }
 }
 
 fn short(commit: &str) -> &str {

@@ -8,6 +8,7 @@ pub mod ports;
 pub mod record;
 pub mod registry;
 pub mod status;
+pub mod trust;
 
 pub use engine::{CycleOutcome, Engine};
 pub use record::{AgentState, AppliedRelease, CycleError, Stage, WorkloadRecord};

@@ -2,6 +2,7 @@
 //! blob store, the runtimes and the state store. Adapters implement them; adapters never call
 //! each other, and the engine never names an adapter.
 
+use crate::trust::{SignedObject, TagEvidence};
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Digest, ObservedWorkload, RepoTree};
 use serde::{Deserialize, Serialize};
@@ -68,13 +69,28 @@ impl SourceError {
 /// Where the fleet repo comes from (Git today; sync bundles later).
 pub trait Source {
     /// Resolves the followed ref on the remote. Compares the advertised commit with `last_seen`
-    /// before fetching anything, so a no-op poll moves no objects. A new commit must descend from
-    /// `base` (the last applied commit): anything else is a history rewrite, refused unless the
-    /// source is configured to accept it. Moving back to `base` itself is not a rewrite.
-    fn poll(&mut self, last_seen: Option<&str>, base: Option<&str>) -> Result<Poll, SourceError>;
+    /// before fetching anything, so a no-op poll moves no objects. Also brings in the annotated
+    /// tags that point at the followed commit (release tags, rollback instructions).
+    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError>;
 
     /// The files of `commit`, read from the local object database (no working tree).
     fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError>;
+
+    /// Whether `commit` descends from (or is) `ancestor`. The engine refuses history rewrites
+    /// and replayed old releases with it; an `ancestor` the source does not have is not one.
+    fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool, SourceError>;
+
+    /// The signature on `commit` and the bytes it signs; `None` for an unsigned commit.
+    fn commit_signature(&self, commit: &str) -> Result<Option<SignedObject>, SourceError> {
+        let _ = commit;
+        Ok(None)
+    }
+
+    /// The annotated tags pointing at `commit` that the last poll brought in.
+    fn tags_at(&self, commit: &str) -> Result<Vec<TagEvidence>, SourceError> {
+        let _ = commit;
+        Ok(Vec::new())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! writes it as one unit, so a crash leaves the old record or the new one, never a mix.
 
 use crate::ports::Revision;
+use crate::trust::Signer;
 use fleetlet_core::{DesiredState, Digest, WorkloadHealth};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +41,10 @@ pub struct AgentState {
     /// everything they reference.
     #[serde(default)]
     pub release_roots: Vec<ReleaseRoots>,
+    /// Set while the source has not advanced for longer than the policy's maximum age (a
+    /// possible freeze attack: someone replays an old, validly signed state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_source: Option<String>,
 }
 
 impl AgentState {
@@ -52,7 +57,7 @@ impl AgentState {
         {
             roots.push(ReleaseRoots {
                 commit: lkg.revision.commit.clone(),
-                digests: crate::engine::release_digests(&lkg.desired),
+                digests: lkg.digests(),
             });
         }
         roots
@@ -85,6 +90,42 @@ pub struct AppliedRelease {
     pub desired: DesiredState,
     /// Unix seconds.
     pub applied_at: i64,
+    /// Who signed the commit (and its release tag), when the policy checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_signers: Vec<Signer>,
+    /// Per pinned artifact reference: the signature material it was verified with (kept in the
+    /// store, so a restart re-verifies offline) and who signed it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub artifacts: BTreeMap<String, VerifiedArtifact>,
+    /// Workloads of this commit that did not pass verification and were held back (releases
+    /// that are not atomic): id → reason. Their previous version, if any, runs instead.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub held: BTreeMap<String, String>,
+}
+
+impl AppliedRelease {
+    /// Every store digest the release needs: components, image manifests and the signature
+    /// manifests they were verified with.
+    pub fn digests(&self) -> Vec<Digest> {
+        let mut out = crate::engine::release_digests(&self.desired);
+        out.extend(
+            self.artifacts
+                .values()
+                .flat_map(|a| a.material.iter().copied()),
+        );
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// How one artifact passed verification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedArtifact {
+    /// Digests of the signature manifests (cosign `.sig`, referrers) in the store.
+    pub material: Vec<Digest>,
+    pub signers: Vec<Signer>,
 }
 
 /// Which step of the cycle failed.
@@ -95,6 +136,8 @@ pub enum Stage {
     Validate,
     Render,
     Store,
+    /// A signature check failed (commit, tag, artifact, rollback).
+    Verify,
     Prepare,
     Apply,
     State,

@@ -91,6 +91,25 @@ pub trait Registry {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest, RegistryError>;
+
+    /// The OCI 1.1 referrers of `subject` (pinned by digest) as an image index: from the
+    /// referrers API where the registry has one, else from the tag-schema fallback (an index
+    /// tagged `sha256-<hex>`). `None` when there are none.
+    fn referrers(&self, subject: &RegistryRef) -> Result<Option<FetchedManifest>, RegistryError> {
+        let Some(digest) = subject.digest else {
+            return Ok(None);
+        };
+        let fallback = RegistryRef {
+            tag: Some(crate::trust::referrers_tag(&digest)),
+            digest: None,
+            ..subject.clone()
+        };
+        match self.fetch_manifest(&fallback) {
+            Ok(m) => Ok(Some(m)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// Opens the local OCI layouts that `oci:PATH` references name. The agent decides which paths a

@@ -2,9 +2,10 @@
 //! `/status`, written to `status.json` and printed by `fleetlet status`.
 
 use crate::record::{AgentState, CycleError, ReleaseRoots};
+use crate::trust::Signer;
 
 /// Every value of [`WorkloadStatus::state`].
-pub const WORKLOAD_STATES: [&str; 7] = [
+pub const WORKLOAD_STATES: [&str; 8] = [
     "running",
     "restarting",
     "completed",
@@ -12,6 +13,7 @@ pub const WORKLOAD_STATES: [&str; 7] = [
     "stopped",
     "stale",
     "notApplied",
+    "held",
 ];
 use fleetlet_core::render::WasmKind;
 use fleetlet_core::{ObservedWorkload, WorkloadHealth};
@@ -31,6 +33,12 @@ pub struct Status {
     pub last_seen_commit: Option<String>,
     pub last_sync: Option<i64>,
     pub last_error: Option<CycleError>,
+    /// Who signed the applied commit (and its release tag or rollback instruction).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_signers: Vec<Signer>,
+    /// Set when the source has not advanced for longer than the policy allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_source: Option<String>,
     pub workloads: Vec<WorkloadStatus>,
     /// Artifacts of the last applied releases (newest first) and of the last-known-good: what
     /// the artifact store keeps.
@@ -51,6 +59,13 @@ pub struct WorkloadStatus {
     pub state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Who signed the artifact it runs, when the policy checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<Signer>,
+    /// Why the version of this workload in the applied commit was held back (it failed
+    /// verification); the workload runs its previous version, or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 impl Status {
@@ -85,6 +100,13 @@ impl Status {
                     }
                     (true, Some(o)) => (health_name(o.health), None),
                 };
+                let signers = w
+                    .wasm
+                    .as_ref()
+                    .and_then(|s| s.component.pinned.as_ref())
+                    .and_then(|p| a.artifacts.get(p))
+                    .map(|v| v.signers.clone())
+                    .unwrap_or_default();
                 workloads.push(WorkloadStatus {
                     id: id.clone(),
                     runtime: w.runtime.to_string(),
@@ -92,6 +114,25 @@ impl Status {
                     port,
                     state: state.to_string(),
                     reason,
+                    signers,
+                    held: a.held.get(id).cloned(),
+                });
+            }
+            // Held workloads that have no previous version do not run at all.
+            for (id, why) in a
+                .held
+                .iter()
+                .filter(|(id, _)| !a.desired.workloads.contains_key(*id))
+            {
+                workloads.push(WorkloadStatus {
+                    id: id.clone(),
+                    runtime: String::new(),
+                    artifact: String::new(),
+                    port: None,
+                    state: "held".into(),
+                    reason: Some(why.clone()),
+                    signers: vec![],
+                    held: Some(why.clone()),
                 });
             }
         }
@@ -107,6 +148,10 @@ impl Status {
             last_seen_commit: state.last_seen.as_ref().map(|r| r.commit.clone()),
             last_sync: state.last_sync,
             last_error: state.last_error.clone(),
+            commit_signers: applied
+                .map(|a| a.commit_signers.clone())
+                .unwrap_or_default(),
+            stale_source: state.stale_source.clone(),
             workloads,
             release_roots: state.retained_roots(),
         }

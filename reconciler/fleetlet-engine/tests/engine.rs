@@ -15,6 +15,8 @@ use std::sync::{Arc, Mutex};
 struct Repo {
     commits: BTreeMap<String, RepoTree>,
     head: Option<String>,
+    /// Each commit's parent (the head when it was made).
+    parents: BTreeMap<String, Option<String>>,
     down: bool,
     reads: usize,
 }
@@ -23,7 +25,7 @@ struct Repo {
 struct FakeSource(Rc<RefCell<Repo>>);
 
 impl Source for FakeSource {
-    fn poll(&mut self, last_seen: Option<&str>, _base: Option<&str>) -> Result<Poll, SourceError> {
+    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
         let r = self.0.borrow();
         if r.down {
             return Err(SourceError::Unreachable {
@@ -43,6 +45,17 @@ impl Source for FakeSource {
         } else {
             Poll::Changed(rev)
         })
+    }
+    fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool, SourceError> {
+        let r = self.0.borrow();
+        let mut at = Some(commit.to_string());
+        while let Some(c) = at {
+            if c == ancestor {
+                return Ok(true);
+            }
+            at = r.parents.get(&c).cloned().flatten();
+        }
+        Ok(false)
     }
     fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
         let mut r = self.0.borrow_mut();
@@ -203,6 +216,8 @@ impl World {
             t.insert(*p, *c);
         }
         let mut r = self.repo.0.borrow_mut();
+        let parent = r.head.clone();
+        r.parents.entry(id.into()).or_insert(parent);
         r.commits.insert(id.into(), t);
         r.head = Some(id.into());
     }

@@ -4,9 +4,10 @@
 //!
 //! The source keeps a bare mirror under the agent's state dir. A poll first lists the remote's
 //! refs (like `git ls-remote`) and fetches nothing when the followed ref still points at the
-//! commit the agent last applied; otherwise it fetches just that ref. A new commit that does not
-//! descend from the last applied one is a history rewrite (force-push) and is refused unless the
-//! site allows it. Trees are read straight from the mirror's object database with size limits
+//! commit the agent last applied; otherwise it fetches just that ref, with the annotated tags
+//! that point at it (release tags, rollback instructions). The engine asks whether a new commit
+//! descends from the applied one, and for the commit's and tags' signatures; this source only
+//! reports them, it does not judge them. Trees are read straight from the mirror's object database with size limits
 //! and symlink checks (see [`tree`](crate::tree) for the symlink rule).
 
 mod follow;
@@ -18,12 +19,13 @@ pub use transport::local_path;
 
 use fleetlet_core::RepoTree;
 use fleetlet_engine::ports::{Poll, Revision, Source, SourceError};
+use fleetlet_engine::trust::{SignedObject, TagEvidence};
 use follow::{Head, TagPattern};
 use git2::{AutotagOption, Direction, FetchOptions, Oid, Repository};
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use transport::{CallbackOutcome, CallbackSettings, KnownHosts, SshTarget};
 
 /// Default per-file limit: fleet repos hold manifests and components, not media.
@@ -55,8 +57,6 @@ pub struct GitSourceConfig {
     pub ssh_key: Option<PathBuf>,
     /// Pinned host keys; required for ssh remotes. Unknown hosts are refused.
     pub known_hosts: Option<PathBuf>,
-    /// Accept a followed ref that moved to a commit not descending from the last applied one.
-    pub allow_force_push: bool,
     /// Largest single file accepted (default [`DEFAULT_MAX_FILE_SIZE`]).
     pub max_file_size: u64,
     /// Largest total of all files of a commit (default [`DEFAULT_MAX_TREE_SIZE`]).
@@ -76,7 +76,6 @@ impl GitSourceConfig {
             ca_file: None,
             ssh_key: None,
             known_hosts: None,
-            allow_force_push: false,
             max_file_size: DEFAULT_MAX_FILE_SIZE,
             max_tree_size: DEFAULT_MAX_TREE_SIZE,
             timeout: DEFAULT_TIMEOUT,
@@ -224,6 +223,16 @@ impl GitSource {
         object.peel_to_commit().ok().map(|c| c.id())
     }
 
+    /// Refspecs for the annotated tags that point at `commit` and are not in the mirror yet.
+    fn missing_tags(&self, heads: &[Head], commit: Oid) -> Vec<String> {
+        heads
+            .iter()
+            .filter(|h| h.name.starts_with("refs/tags/") && h.peeled == Some(commit))
+            .filter(|h| !self.has_object(h.oid))
+            .map(|h| format!("+{0}:{0}", h.name))
+            .collect()
+    }
+
     fn has_object(&self, oid: Oid) -> bool {
         self.repo.odb().map(|odb| odb.exists(oid)).unwrap_or(false)
     }
@@ -295,13 +304,8 @@ impl GitSource {
 }
 
 impl Source for GitSource {
-    fn poll(&mut self, last_seen: Option<&str>, base: Option<&str>) -> Result<Poll, SourceError> {
-        let parse = |s: &str| {
-            Oid::from_str(s)
-                .map_err(|_| SourceError::Local(format!("commit {s:?} is not a commit id")))
-        };
-        let last_seen = last_seen.map(parse).transpose()?;
-        let base = base.map(parse).transpose()?;
+    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
+        let last_seen = last_seen.map(parse_oid).transpose()?;
         transport::apply_timeouts(self.config.timeout).map_err(local)?;
         let known_hosts = match (&self.ssh, &self.config.known_hosts) {
             // Re-read every poll so an operator's edit takes effect without a restart.
@@ -388,12 +392,22 @@ impl Source for GitSource {
             && commit == last
             && self.has_object(target.oid)
         {
-            debug!(commit = %commit, reference = %target.name, "followed ref unchanged; nothing fetched");
+            // Tags pushed onto the same commit later (a release tag, a rollback instruction)
+            // still come in; when there are none, nothing is fetched.
+            let tags = self.missing_tags(&heads, commit);
+            if !tags.is_empty() {
+                fetch(&tags)?;
+            }
+            debug!(commit = %commit, reference = %target.name, "followed ref unchanged");
             return Ok(Poll::Unchanged(self.revision(commit, &target.name)?));
         }
 
+        let mut refspecs = self.missing_tags(&heads, target.peeled.unwrap_or(target.oid));
         if !self.has_object(target.oid) {
-            fetch(&[format!("+{}:{FETCHED_REF}", target.name)])?;
+            refspecs.push(format!("+{}:{FETCHED_REF}", target.name));
+        }
+        if !refspecs.is_empty() {
+            fetch(&refspecs)?;
         }
         drop(connection);
         drop(remote);
@@ -408,31 +422,64 @@ impl Source for GitSource {
             ))
         })?;
 
-        if let Some(last) = base
-            && last != commit
-        {
-            // After the fetch the mirror holds all ancestors of `commit`; if `last` is not even
-            // in the mirror it cannot be one.
-            let descends = self.has_object(last)
-                && self.repo.graph_descendant_of(commit, last).map_err(local)?;
-            if !descends {
-                if !self.config.allow_force_push {
-                    return Err(SourceError::Refused(format!(
-                        "{} moved by force-push: {commit} is not a descendant of {last}, the last applied \
-                         commit; refusing the rewritten history (set allow_force_push to accept it)",
-                        target.name
-                    )));
-                }
-                warn!(reference = %target.name, new = %commit, old = %last, "history rewritten (force-push); accepting because allow_force_push is set");
-            }
-        }
-
         self.repo
             .reference(ACCEPTED_REF, commit, true, "fleetlet: accepted")
             .map_err(local)?;
         let revision = self.revision(commit, &target.name)?;
         info!(commit = %revision.commit, reference = %revision.reference, summary = %revision.summary, "followed ref moved");
         Ok(Poll::Changed(revision))
+    }
+
+    fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool, SourceError> {
+        let (commit, ancestor) = (parse_oid(commit)?, parse_oid(ancestor)?);
+        if commit == ancestor {
+            return Ok(true);
+        }
+        // The mirror holds every ancestor of a fetched commit; an `ancestor` it does not even
+        // have cannot be one.
+        Ok(self.has_object(ancestor)
+            && self
+                .repo
+                .graph_descendant_of(commit, ancestor)
+                .map_err(local)?)
+    }
+
+    fn commit_signature(&self, commit: &str) -> Result<Option<SignedObject>, SourceError> {
+        let oid = parse_oid(commit)?;
+        match self.repo.extract_signature(&oid, None) {
+            Ok((signature, payload)) => Ok(Some(SignedObject {
+                signature: signature.to_vec(),
+                payload: payload.to_vec(),
+            })),
+            Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(None),
+            Err(e) => Err(local(e)),
+        }
+    }
+
+    fn tags_at(&self, commit: &str) -> Result<Vec<TagEvidence>, SourceError> {
+        let commit = parse_oid(commit)?;
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for r in self.repo.references().map_err(local)?.flatten() {
+            let Some(oid) = r.target() else { continue };
+            let Ok(tag) = self.repo.find_tag(oid) else {
+                continue;
+            };
+            if !seen.insert(oid) || tag.target_id() != commit {
+                continue;
+            }
+            let odb = self.repo.odb().map_err(local)?;
+            let raw = odb.read(oid).map_err(local)?;
+            out.push(TagEvidence {
+                name: String::from_utf8_lossy(tag.name_bytes()).into_owned(),
+                message: String::from_utf8_lossy(tag.message_bytes().unwrap_or_default())
+                    .into_owned(),
+                time: tag.tagger().map(|t| t.when().seconds()).unwrap_or(0),
+                signed: split_signed_tag(raw.data()),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
     }
 
     fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
@@ -458,6 +505,36 @@ impl Source for GitSource {
             other => bad(other.to_string()),
         })
     }
+}
+
+fn parse_oid(s: &str) -> Result<Oid, SourceError> {
+    Oid::from_str(s).map_err(|_| SourceError::Local(format!("commit {s:?} is not a commit id")))
+}
+
+/// A tag object's signature is appended to its message; Git splits it at the last line that
+/// opens a signature block. Returns `None` for an unsigned tag.
+fn split_signed_tag(raw: &[u8]) -> Option<SignedObject> {
+    const STARTS: [&[u8]; 3] = [
+        b"-----BEGIN PGP SIGNATURE-----",
+        b"-----BEGIN SSH SIGNATURE-----",
+        b"-----BEGIN SIGNED MESSAGE-----",
+    ];
+    let mut at = None;
+    let mut line_start = 0;
+    while line_start < raw.len() {
+        let rest = &raw[line_start..];
+        if STARTS.iter().any(|s| rest.starts_with(s)) {
+            at = Some(line_start);
+        }
+        match rest.iter().position(|b| *b == b'\n') {
+            Some(n) => line_start += n + 1,
+            None => break,
+        }
+    }
+    at.map(|i| SignedObject {
+        payload: raw[..i].to_vec(),
+        signature: raw[i..].to_vec(),
+    })
 }
 
 fn local(e: git2::Error) -> SourceError {

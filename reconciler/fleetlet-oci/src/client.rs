@@ -662,6 +662,57 @@ impl OciRegistry {
         })
     }
 
+    /// The referrers API (OCI 1.1): `Ok(None)` when the registry does not have it (404), so the
+    /// caller falls back to the tag schema.
+    async fn referrers_once(
+        &self,
+        endpoint: &Endpoint,
+        subject: &RegistryRef,
+        digest: &Digest,
+    ) -> Result<Option<FetchedManifest>, Failure> {
+        let url = endpoint.url(&format!("/v2/{}/referrers/{digest}", subject.repository))?;
+        let mut response = self
+            .send(
+                endpoint,
+                &subject.repository,
+                Op::Pull,
+                Method::GET,
+                url,
+                &|r| r.header(ACCEPT, OCI_INDEX),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::BAD_REQUEST => {
+                return Ok(None);
+            }
+            _ => return Err(self.status_failure(endpoint, response).await),
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(Failure::from_reqwest)? {
+            if bytes.len() as u64 + chunk.len() as u64 > MAX_MANIFEST_SIZE {
+                return Err(Failure::Invalid(format!(
+                    "referrers index exceeds the {MAX_MANIFEST_SIZE}-byte limit"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        // A registry without the API may answer 200 with something else (an HTML page): only
+        // an index counts.
+        let is_index = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .is_some_and(|v| v.get("manifests").is_some_and(|m| m.is_array()));
+        if !is_index {
+            return Ok(None);
+        }
+        let digest = Digest::of(&bytes);
+        Ok(Some(FetchedManifest {
+            bytes,
+            media_type: OCI_INDEX.to_string(),
+            digest,
+        }))
+    }
+
     async fn fetch_blob_once(
         &self,
         endpoint: &Endpoint,
@@ -921,6 +972,35 @@ impl Registry for OciRegistry {
                 .await;
             finish(blob_ref.clone(), result)
         })
+    }
+
+    fn referrers(&self, subject: &RegistryRef) -> Result<Option<FetchedManifest>, RegistryError> {
+        let Some(digest) = subject.digest else {
+            return Ok(None);
+        };
+        let endpoints = self.endpoints(&subject.registry, true);
+        let api = self.block_on(async {
+            let result = self
+                .with_retries(&endpoints, async |ep| {
+                    self.referrers_once(ep, subject, &digest).await
+                })
+                .await;
+            finish(subject.to_string(), result)
+        })?;
+        if api.is_some() {
+            return Ok(api);
+        }
+        // The tag-schema fallback, as cosign uses on registries without the API.
+        let fallback = RegistryRef {
+            tag: Some(fleetlet_engine::trust::referrers_tag(&digest)),
+            digest: None,
+            ..subject.clone()
+        };
+        match self.fetch_manifest(&fallback) {
+            Ok(m) => Ok(Some(m)),
+            Err(RegistryError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn push_blob(

@@ -2,6 +2,8 @@
 //! from bytes alone (signature manifests, bundles and commit objects the engine hands over), so
 //! verification works offline and re-runs after a restart from the cache.
 //!
+//! - [`cosign`]: key-based cosign signatures (`sha256-<hex>.sig`), verified and made.
+//! - [`policy`]: the `trust:` config and [`policy::TrustPolicy`], the engine's `Verifier`.
 //! - [`keyless`]: sigstore bundles (Fulcio certificates, Rekor entries) against an offline
 //!   `trusted_root.json`, including the checks sigstore 0.15 leaves out (the signed entry
 //!   timestamp and the Merkle inclusion proof).
@@ -9,4 +11,6 @@
 //!   and OpenPGP public keys.
 
 pub mod commit;
+pub mod cosign;
 pub mod keyless;
+pub mod policy;

@@ -89,7 +89,6 @@ fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
     c.ca_file = git.ca_file.clone();
     c.ssh_key = git.ssh_key.clone();
     c.known_hosts = git.known_hosts.clone();
-    c.allow_force_push = git.allow_force_push;
     c.timeout = git.timeout.as_duration();
     c
 }
@@ -115,7 +114,7 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
             follow,
             tmp.path().join("git"),
         ))?;
-        match source.poll(None, None) {
+        match source.poll(None) {
             Ok(p) => {
                 let commit = p.revision().commit.clone();
                 return Ok((source.read_tree(&commit)?, commit));
@@ -163,8 +162,12 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mirror_store = blobs.clone();
     let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
+    let policy = fleetlet_verify::policy::TrustPolicy::load(&cfg.trust, Path::new(""))
+        .context("loading the trust policy")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
+        .with_verifier(Box::new(policy))
+        .allow_history_rewrite(cfg.source.git.allow_force_push)
         .with_registry(Box::new(registry))
         .with_layouts(Box::new(AllowedLayouts(
             cfg.registries.local_layouts.clone(),

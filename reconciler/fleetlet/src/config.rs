@@ -1,6 +1,6 @@
 //! The agent's local config (`agent.yaml`): which site this is, where its state lives, where the
-//! fleet repo comes from and how the runtimes run. Trust material will live here too — on the
-//! site, never only in the fleet repo. Unknown fields are errors.
+//! fleet repo comes from, how the runtimes run, and whom the site trusts (`trust:` — on the
+//! site, never only in the fleet repo). Unknown fields are errors.
 
 use anyhow::{Context, bail};
 use fleetlet_core::SiteName;
@@ -30,6 +30,10 @@ pub struct AgentConfig {
     pub runtimes: RuntimesConfig,
     #[serde(default)]
     pub listen: ListenConfig,
+    /// Trust roots and policy. By default commits and artifacts must be signed, so a config
+    /// without trust roots must say `require: none` explicitly to run unsigned releases.
+    #[serde(default)]
+    pub trust: fleetlet_verify::policy::TrustConfig,
 }
 
 /// How the agent reaches OCI registries for image components.
@@ -150,7 +154,8 @@ pub struct GitConfig {
     /// known_hosts file for ssh remotes; unknown hosts are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts: Option<PathBuf>,
-    /// Accept a followed ref that moved to a commit that does not descend from the last one seen.
+    /// Accept a followed ref that moved to a commit that does not descend from the applied one
+    /// (force-push, older release) without a signed rollback instruction.
     #[serde(default)]
     pub allow_force_push: bool,
 }
@@ -260,12 +265,22 @@ impl AgentConfig {
         for p in &mut cfg.registries.local_layouts {
             *p = base.join(&*p);
         }
+        for p in cfg.trust.keys.values_mut() {
+            *p = base.join(&*p);
+        }
+        if let Some(k) = &mut cfg.trust.keyless {
+            k.trusted_root = base.join(&k.trusted_root);
+        }
+        for p in &mut cfg.trust.commit_signers.openpgp_keys {
+            *p = base.join(&*p);
+        }
         let host_cas = cfg.registries.hosts.values_mut().map(|h| &mut h.ca_file);
         for p in [
             &mut cfg.source.git.ca_file,
             &mut cfg.source.git.ssh_key,
             &mut cfg.source.git.known_hosts,
             &mut cfg.registries.docker_config,
+            &mut cfg.trust.commit_signers.allowed_signers,
         ]
         .into_iter()
         .chain(host_cas)

@@ -57,13 +57,29 @@ pub struct Agent {
 }
 
 /// Writes an agent config into `dir` for `site`, following `url`.
+/// The trust section of agents that run unsigned test releases (stated explicitly, as the
+/// default is to require signatures).
+pub const UNSIGNED: &str = "trust:\n  artifacts: {require: none}\n  commits: {require: none}\n";
+
 pub fn write_config(dir: &Path, site: &str, url: &str, interval: &str, extra_git: &str) -> PathBuf {
+    write_config_with_trust(dir, site, url, interval, extra_git, UNSIGNED)
+}
+
+/// An agent config with its own `trust:` section (YAML, ending in a newline).
+pub fn write_config_with_trust(
+    dir: &Path,
+    site: &str,
+    url: &str,
+    interval: &str,
+    extra_git: &str,
+    trust: &str,
+) -> PathBuf {
     let status_port = free_port();
     let config = dir.join("agent.yaml");
     std::fs::write(
         &config,
         format!(
-            "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: {site}\nstateDir: {state}\nsource:\n  git:\n    url: {url}\n    branch: main\n    interval: {interval}\n    timeout: 2s\n{extra_git}runtimes:\n  wasm:\n    bindAddress: 127.0.0.1\nlisten:\n  status: 127.0.0.1:{status_port}\n",
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: {site}\nstateDir: {state}\nsource:\n  git:\n    url: {url}\n    branch: main\n    interval: {interval}\n    timeout: 2s\n{extra_git}runtimes:\n  wasm:\n    bindAddress: 127.0.0.1\nlisten:\n  status: 127.0.0.1:{status_port}\n{trust}",
             state = dir.join("state").display(),
         ),
     )

@@ -107,6 +107,51 @@ impl TestRepo {
         self.head()
     }
 
+    /// Like [`Self::commit_files`], but signed by `key` (an SSH private key) through real
+    /// `git -c gpg.format=ssh commit -S`.
+    pub fn commit_signed(&self, files: &[(&str, &[u8])], msg: &str, key: &Path) -> Result<String> {
+        for (rel, bytes) in files {
+            let p = self.path.join(rel);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&p, bytes)?;
+        }
+        git(&self.path, &["add", "-A"], None)?;
+        let signing = format!("user.signingkey={}", key.display());
+        git(
+            &self.path,
+            &[
+                "-c",
+                "gpg.format=ssh",
+                "-c",
+                &signing,
+                "commit",
+                "-q",
+                "-S",
+                "--allow-empty",
+                "-m",
+                msg,
+            ],
+            Some(self.tick()),
+        )?;
+        self.head()
+    }
+
+    /// An annotated tag on HEAD with `message`, signed by `key` (SSH) when given.
+    pub fn tag_with_message(&self, name: &str, message: &str, key: Option<&Path>) -> Result<()> {
+        let signing = key.map(|k| format!("user.signingkey={}", k.display()));
+        let mut args: Vec<&str> = Vec::new();
+        if let Some(s) = &signing {
+            args.extend(["-c", "gpg.format=ssh", "-c", s, "tag", "-s"]);
+        } else {
+            args.extend(["tag", "-a"]);
+        }
+        args.extend(["-m", message, name]);
+        git(&self.path, &args, Some(self.tick()))?;
+        Ok(())
+    }
+
     /// Stages a symlink `path -> target` (committed by the next [`Self::commit_files`]).
     pub fn symlink(&self, path: &str, target: &str) -> Result<()> {
         let p = self.path.join(path);

@@ -1,1 +1,0 @@
-//! Commit signatures. Work in progress.

@@ -1,1 +1,0 @@
-//! Sigstore bundles (keyless). Work in progress.

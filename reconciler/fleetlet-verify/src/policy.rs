@@ -1,0 +1,659 @@
+//! The site's trust policy: the `trust:` section of the agent config (trust roots provisioned on
+//! the site, never taken from the fleet repo), loaded once into a [`TrustPolicy`] that
+//! implements the engine's `Verifier` port. It decides which signers may sign which artifacts
+//! and refs, and turns every failure into a reason a person can act on.
+
+use crate::commit::{CommitSigError, CommitSigners, SignatureKind};
+use crate::cosign::{self, TrustedKey};
+use crate::keyless::{self, KeylessIdentity, TrustedRoot};
+use fleetlet_core::reference::RegistryRef;
+use fleetlet_core::units::DurationSpec;
+use fleetlet_engine::ports::Revision;
+use fleetlet_engine::trust::{
+    Requirement, SignatureManifest, SignedObject, Signer, SignerKind, TagEvidence, Verifier,
+};
+use globset::{GlobBuilder, GlobMatcher};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The line a rollback instruction (a signed annotated tag on the older commit) must carry.
+pub const ROLLBACK_MARKER: &str = "fleetlet-rollback-from:";
+
+/// `trust:` in the agent config.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TrustConfig {
+    /// Public keys (PEM; ECDSA P-256 or Ed25519) by the name policies use for them.
+    #[serde(default)]
+    pub keys: BTreeMap<String, PathBuf>,
+    /// Keyless (Fulcio/Rekor) signers, verified offline against a `trusted_root.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyless: Option<KeylessConfig>,
+    /// Who may sign commits and tags.
+    #[serde(default)]
+    pub commit_signers: CommitSignersConfig,
+    #[serde(default)]
+    pub artifacts: ArtifactPolicy,
+    #[serde(default)]
+    pub commits: CommitPolicy,
+    /// One artifact failing verification holds the whole release (default). When false, only
+    /// its workloads are held (at their previous version) and the rest goes ahead.
+    #[serde(default = "yes")]
+    pub atomic: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeylessConfig {
+    /// Sigstore's `trusted_root.json` (Fulcio CAs, Rekor and CT log keys), provisioned offline.
+    pub trusted_root: PathBuf,
+    /// Allowed identities by name.
+    pub identities: BTreeMap<String, IdentityConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct IdentityConfig {
+    /// The OIDC issuer, exactly (`https://token.actions.githubusercontent.com`).
+    pub issuer: String,
+    /// The certificate's subject (email or URI), exactly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Or a regular expression the subject must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_reg_exp: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommitSignersConfig {
+    /// An SSH `allowed_signers` file (as `ssh-keygen -Y verify` and Git read it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Armored OpenPGP public keys.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub openpgp_keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Require {
+    /// A valid signature by an allowed signer.
+    #[default]
+    Signed,
+    /// Nothing: for development, or artifacts whose trust comes from elsewhere.
+    None,
+}
+
+/// What artifacts (container images and Wasm components pulled from registries or layouts)
+/// must carry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArtifactPolicy {
+    #[serde(default)]
+    pub require: Require,
+    /// Names of keys or keyless identities allowed; empty: any configured one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
+    /// Annotations the signature payload must carry (key-based signatures).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Per-artifact exceptions; the first whose pattern matches `registry/repository` (or
+    /// `oci-layout/PATH`) wins, its unset fields taken from above.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<ArtifactRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArtifactRule {
+    /// A glob over `registry/repository`: `registry.example.com/team-a/**`.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require: Option<Require>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signers: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// What commits (and tags) of the fleet repo must carry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CommitPolicy {
+    #[serde(default)]
+    pub require: Require,
+    /// Principal patterns (SSH principals; OpenPGP emails or fingerprints) allowed to sign;
+    /// empty: anyone in the commit signers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signers: Vec<String>,
+    /// Per-ref signers: the first rule whose glob matches the followed ref
+    /// (`refs/heads/main`, `refs/tags/v*`) replaces `signers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refs: Vec<RefRule>,
+    /// Also require a signed annotated tag on the commit, for sites with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_tag: Option<ReleaseTagRule>,
+    /// Report a possible freeze attack when the newest commit is older than this (`14d`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<DurationSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RefRule {
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub signers: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ReleaseTagRule {
+    /// A glob over tag names: `release-*`.
+    pub pattern: String,
+    /// The rule applies to sites whose labels (in the fleet repo) include all of these; empty:
+    /// to every site.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub site_labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("trust.{field}: reading {path}: {source}")]
+    Read {
+        field: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("trust.{field}: {message}")]
+    Invalid { field: String, message: String },
+}
+
+/// The loaded policy: trust roots parsed, patterns compiled, names checked.
+pub struct TrustPolicy {
+    config: TrustConfig,
+    keys: Vec<TrustedKey>,
+    root: Option<TrustedRoot>,
+    identities: Vec<(String, KeylessIdentity)>,
+    commit_signers: CommitSigners,
+    rules: Vec<(GlobMatcher, ArtifactRule)>,
+    ref_rules: Vec<(GlobMatcher, RefRule)>,
+    release_tag: Option<GlobMatcher>,
+}
+
+fn glob(field: &str, pattern: &str) -> Result<GlobMatcher, PolicyError> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| PolicyError::Invalid {
+            field: field.to_string(),
+            message: format!("pattern {pattern:?}: {e}"),
+        })
+}
+
+impl TrustPolicy {
+    /// Reads every trust root the config names; relative paths are taken from `base`.
+    pub fn load(config: &TrustConfig, base: &Path) -> Result<Self, PolicyError> {
+        let read = |field: String, path: &Path| {
+            let path = base.join(path);
+            std::fs::read(&path).map_err(|source| PolicyError::Read {
+                field,
+                path,
+                source,
+            })
+        };
+        let invalid = |field: String, message: String| PolicyError::Invalid { field, message };
+        let mut keys = Vec::new();
+        for (name, path) in &config.keys {
+            let pem = read(format!("keys.{name}"), path)?;
+            keys.push(
+                TrustedKey::from_pem(name, &pem)
+                    .map_err(|e| invalid(format!("keys.{name}"), e.to_string()))?,
+            );
+        }
+        let (root, identities) = match &config.keyless {
+            None => (None, vec![]),
+            Some(k) => {
+                let json = read("keyless.trustedRoot".into(), &k.trusted_root)?;
+                let root = TrustedRoot::from_json(&json)
+                    .map_err(|e| invalid("keyless.trustedRoot".into(), e.to_string()))?;
+                let mut ids = Vec::new();
+                for (name, id) in &k.identities {
+                    let field = format!("keyless.identities.{name}");
+                    if config.keys.contains_key(name) {
+                        return Err(invalid(field, "a key has the same name".into()));
+                    }
+                    let identity = KeylessIdentity::new(
+                        &id.issuer,
+                        id.subject.as_deref(),
+                        id.subject_reg_exp.as_deref(),
+                    )
+                    .map_err(|e| invalid(field, e.to_string()))?;
+                    ids.push((name.clone(), identity));
+                }
+                (Some(root), ids)
+            }
+        };
+        let signers_path = config.commit_signers.allowed_signers.as_ref();
+        let allowed_text = signers_path
+            .map(|p| read("commitSigners.allowedSigners".into(), p))
+            .transpose()?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let mut pgp = Vec::new();
+        for (i, p) in config.commit_signers.openpgp_keys.iter().enumerate() {
+            let bytes = read(format!("commitSigners.openpgpKeys[{i}]"), p)?;
+            pgp.push((
+                p.display().to_string(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ));
+        }
+        let source_name = signers_path.map(|p| p.display().to_string());
+        let commit_signers =
+            CommitSigners::new(source_name.as_deref().zip(allowed_text.as_deref()), &pgp)
+                .map_err(|e| invalid("commitSigners".into(), e.to_string()))?;
+
+        let known = |name: &String| {
+            config.keys.contains_key(name) || identities.iter().any(|(n, _)| n == name)
+        };
+        let check_names = |field: String, names: &[String]| match names.iter().find(|n| !known(n)) {
+            Some(n) => Err(invalid(
+                field,
+                format!("no key or keyless identity is named {n:?}"),
+            )),
+            None => Ok(()),
+        };
+        check_names("artifacts.signers".into(), &config.artifacts.signers)?;
+        let mut rules = Vec::new();
+        for (i, r) in config.artifacts.rules.iter().enumerate() {
+            let field = format!("artifacts.rules[{i}]");
+            if let Some(s) = &r.signers {
+                check_names(format!("{field}.signers"), s)?;
+            }
+            rules.push((glob(&format!("{field}.match"), &r.pattern)?, r.clone()));
+        }
+        let mut ref_rules = Vec::new();
+        for (i, r) in config.commits.refs.iter().enumerate() {
+            ref_rules.push((
+                glob(&format!("commits.refs[{i}].match"), &r.pattern)?,
+                r.clone(),
+            ));
+        }
+        let release_tag = config
+            .commits
+            .release_tag
+            .as_ref()
+            .map(|t| glob("commits.releaseTag.pattern", &t.pattern))
+            .transpose()?;
+
+        let policy = TrustPolicy {
+            config: config.clone(),
+            keys,
+            root,
+            identities,
+            commit_signers,
+            rules,
+            ref_rules,
+            release_tag,
+        };
+        policy.check_roots_exist()?;
+        Ok(policy)
+    }
+
+    /// A policy that requires signatures needs someone who can give them.
+    fn check_roots_exist(&self) -> Result<(), PolicyError> {
+        let signs_artifacts = !self.keys.is_empty() || !self.identities.is_empty();
+        let artifacts_need = self.config.artifacts.require == Require::Signed
+            || self
+                .config
+                .artifacts
+                .rules
+                .iter()
+                .any(|r| r.require == Some(Require::Signed));
+        if artifacts_need && !signs_artifacts {
+            return Err(PolicyError::Invalid {
+                field: "artifacts.require".into(),
+                message: "signatures are required but no keys or keyless identities are \
+                          configured (trust.keys, trust.keyless); set require: none to run \
+                          unsigned artifacts"
+                    .into(),
+            });
+        }
+        let commits_need =
+            self.config.commits.require == Require::Signed || self.release_tag.is_some();
+        if commits_need && self.commit_signers.is_empty() {
+            return Err(PolicyError::Invalid {
+                field: "commits.require".into(),
+                message: "signed commits are required but no commit signers are configured \
+                          (trust.commitSigners.allowedSigners, .openpgpKeys); set require: none \
+                          to accept unsigned commits"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The rule for an artifact: (require, allowed signer names, required annotations).
+    fn artifact_rule(
+        &self,
+        reference: &RegistryRef,
+    ) -> (Require, &[String], &BTreeMap<String, String>) {
+        let a = &self.config.artifacts;
+        let subject = format!("{}/{}", reference.registry, reference.repository);
+        match self.rules.iter().find(|(g, _)| g.is_match(&subject)) {
+            Some((_, r)) => (
+                r.require.unwrap_or(a.require),
+                r.signers.as_deref().unwrap_or(&a.signers),
+                r.annotations.as_ref().unwrap_or(&a.annotations),
+            ),
+            None => (a.require, &a.signers, &a.annotations),
+        }
+    }
+
+    fn commit_principals(&self, reference: &str) -> Option<&[String]> {
+        let signers = self
+            .ref_rules
+            .iter()
+            .find(|(g, _)| g.is_match(reference))
+            .map(|(_, r)| r.signers.as_slice())
+            .unwrap_or(&self.config.commits.signers);
+        (!signers.is_empty()).then_some(signers)
+    }
+
+    fn check_signed(
+        &self,
+        signed: &SignedObject,
+        time: i64,
+        allowed: Option<&[String]>,
+    ) -> Result<Signer, CommitSigError> {
+        let s = self
+            .commit_signers
+            .verify(&signed.signature, &signed.payload, time, allowed)?;
+        Ok(Signer {
+            kind: match s.kind {
+                SignatureKind::Ssh => SignerKind::Ssh,
+                SignatureKind::OpenPgp => SignerKind::OpenPgp,
+            },
+            identity: s.principal,
+            detail: Some(s.fingerprint),
+            log_index: None,
+        })
+    }
+
+    /// Verifies a single artifact against this policy (what `fleetlet verify --policy` runs).
+    pub fn verify(
+        &self,
+        pinned: &RegistryRef,
+        material: &[SignatureManifest],
+    ) -> Result<Vec<Signer>, String> {
+        self.verify_artifact(pinned, material)
+    }
+}
+
+impl Verifier for TrustPolicy {
+    fn artifact_requirement(&self, reference: &RegistryRef) -> Requirement {
+        match self.artifact_rule(reference).0 {
+            Require::Signed => Requirement::Signed,
+            Require::None => Requirement::None,
+        }
+    }
+
+    fn verify_artifact(
+        &self,
+        pinned: &RegistryRef,
+        material: &[SignatureManifest],
+    ) -> Result<Vec<Signer>, String> {
+        let Some(digest) = pinned.digest else {
+            return Err(format!("{pinned} is not pinned to a digest"));
+        };
+        let (_, allowed, annotations) = self.artifact_rule(pinned);
+        let allows = |name: &str| allowed.is_empty() || allowed.iter().any(|a| a == name);
+        let keys: Vec<&TrustedKey> = self.keys.iter().filter(|k| allows(&k.name)).collect();
+        let identities: Vec<KeylessIdentity> = self
+            .identities
+            .iter()
+            .filter(|(n, _)| allows(n))
+            .map(|(_, i)| i.clone())
+            .collect();
+        if material.is_empty() {
+            return Err(format!(
+                "unsigned: no cosign signature (tag {}) and no sigstore bundle referrer",
+                fleetlet_engine::trust::cosign_signature_tag(&digest)
+            ));
+        }
+        let mut signers = Vec::new();
+        let mut problems = Vec::new();
+        for m in material {
+            if cosign::is_signature_manifest(m) {
+                match cosign::verify_key_signatures(m, &digest, &keys, annotations) {
+                    Ok(found) => signers.extend(found.into_iter().map(|s| {
+                        Signer {
+                            kind: SignerKind::Key,
+                            detail: self
+                                .keys
+                                .iter()
+                                .find(|k| k.name == s.key)
+                                .map(|k| k.fingerprint()),
+                            identity: s.key,
+                            log_index: None,
+                        }
+                    })),
+                    Err(p) => problems.extend(p),
+                }
+                continue;
+            }
+            match bundle_json(m) {
+                Err(p) => problems.push(p),
+                Ok(json) => match self.verify_bundle(&json, &digest, &keys, &identities) {
+                    Ok(s) => signers.push(s),
+                    Err(p) => problems.push(format!("bundle {}: {p}", m.digest.short())),
+                },
+            }
+        }
+        if signers.is_empty() {
+            let who = if allowed.is_empty() {
+                "any trusted signer".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(format!(
+                "no valid signature by {who}: {}",
+                problems.join("; ")
+            ));
+        }
+        signers.dedup();
+        Ok(signers)
+    }
+
+    fn verify_commit(
+        &self,
+        revision: &Revision,
+        signed: Option<&SignedObject>,
+    ) -> Result<Option<Signer>, String> {
+        if self.config.commits.require == Require::None {
+            return Ok(None);
+        }
+        let Some(signed) = signed else {
+            return Err("unsigned commit; this site requires signed commits".into());
+        };
+        let allowed = self.commit_principals(&revision.reference);
+        self.check_signed(signed, revision.time, allowed)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+
+    fn verify_release_tag(
+        &self,
+        site_labels: &BTreeMap<String, String>,
+        tags: &[TagEvidence],
+    ) -> Result<Option<Signer>, String> {
+        let (Some(rule), Some(pattern)) = (&self.config.commits.release_tag, &self.release_tag)
+        else {
+            return Ok(None);
+        };
+        if !rule
+            .site_labels
+            .iter()
+            .all(|(k, v)| site_labels.get(k) == Some(v))
+        {
+            return Ok(None);
+        }
+        let mut seen = Vec::new();
+        for t in tags.iter().filter(|t| pattern.is_match(&t.name)) {
+            match &t.signed {
+                None => seen.push(format!("{} (unsigned)", t.name)),
+                Some(s) => match self.check_signed(s, t.time, self.commit_principals(&t.name)) {
+                    Ok(signer) => return Ok(Some(signer)),
+                    Err(e) => seen.push(format!("{} ({e})", t.name)),
+                },
+            }
+        }
+        Err(format!(
+            "this site requires a signed tag matching {:?} on the commit; {}",
+            rule.pattern,
+            if seen.is_empty() {
+                "there is none".to_string()
+            } else {
+                format!("found: {}", seen.join(", "))
+            }
+        ))
+    }
+
+    fn verify_rollback(
+        &self,
+        from: &str,
+        to: &str,
+        tags: &[TagEvidence],
+    ) -> Result<Signer, String> {
+        let wanted = format!("{ROLLBACK_MARKER} {from}");
+        let mut seen = Vec::new();
+        for t in tags {
+            if !t.message.lines().any(|l| l.trim() == wanted) {
+                continue;
+            }
+            match &t.signed {
+                None => seen.push(format!("{} (unsigned)", t.name)),
+                Some(s) => match self.check_signed(s, t.time, self.config.commits_signers()) {
+                    Ok(signer) => return Ok(signer),
+                    Err(e) => seen.push(format!("{} ({e})", t.name)),
+                },
+            }
+        }
+        Err(format!(
+            "no valid signed rollback instruction{}: push a signed annotated tag on {to} whose \
+             message has the line '{wanted}'",
+            if seen.is_empty() {
+                String::new()
+            } else {
+                format!(" (found: {})", seen.join(", "))
+            }
+        ))
+    }
+
+    fn atomic(&self) -> bool {
+        self.config.atomic
+    }
+
+    fn max_source_age(&self) -> Option<i64> {
+        self.config
+            .commits
+            .max_age
+            .map(|d| (d.as_duration().as_secs()) as i64)
+    }
+}
+
+impl TrustConfig {
+    fn commits_signers(&self) -> Option<&[String]> {
+        (!self.commits.signers.is_empty()).then_some(self.commits.signers.as_slice())
+    }
+}
+
+impl TrustPolicy {
+    fn verify_bundle(
+        &self,
+        json: &[u8],
+        digest: &fleetlet_core::Digest,
+        keys: &[&TrustedKey],
+        identities: &[KeylessIdentity],
+    ) -> Result<Signer, String> {
+        let root = self
+            .root
+            .as_ref()
+            .ok_or("no trusted root is configured (trust.keyless.trustedRoot)")?;
+        let hash = digest_bytes(digest);
+        let has_certificate = serde_json::from_slice::<serde_json::Value>(json)
+            .ok()
+            .and_then(|v| v.get("verificationMaterial").cloned())
+            .is_some_and(|m| m.get("publicKey").is_none());
+        if has_certificate {
+            let s =
+                keyless::verify_bundle(json, &hash, root, identities).map_err(|e| e.to_string())?;
+            Ok(Signer {
+                kind: SignerKind::Keyless,
+                identity: s.subject.unwrap_or_default(),
+                detail: s.issuer,
+                log_index: Some(s.log_index),
+            })
+        } else {
+            let pairs: Vec<(String, Vec<u8>)> = keys
+                .iter()
+                .map(|k| (k.name.clone(), k.spki_der.clone()))
+                .collect();
+            let s =
+                keyless::verify_key_bundle(json, &hash, root, &pairs).map_err(|e| e.to_string())?;
+            Ok(Signer {
+                kind: SignerKind::Key,
+                identity: s.key.unwrap_or_default(),
+                detail: None,
+                log_index: Some(s.log_index),
+            })
+        }
+    }
+}
+
+fn digest_bytes(d: &fleetlet_core::Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(v) = hex::decode(d.hex()) {
+        out.copy_from_slice(&v);
+    }
+    out
+}
+
+/// The sigstore bundle a referrer manifest carries: its one bundle layer.
+fn bundle_json(m: &SignatureManifest) -> Result<Vec<u8>, String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Layer {
+        media_type: String,
+        digest: String,
+    }
+    #[derive(Deserialize)]
+    struct Doc {
+        #[serde(default)]
+        layers: Vec<Layer>,
+    }
+    let doc: Doc = serde_json::from_slice(&m.bytes)
+        .map_err(|e| format!("referrer {}: not valid JSON: {e}", m.digest.short()))?;
+    let layer = doc
+        .layers
+        .iter()
+        .find(|l| {
+            l.media_type
+                .starts_with("application/vnd.dev.sigstore.bundle")
+        })
+        .ok_or_else(|| format!("referrer {}: no sigstore bundle layer", m.digest.short()))?;
+    layer
+        .digest
+        .parse::<fleetlet_core::Digest>()
+        .ok()
+        .and_then(|d| m.blobs.get(&d).cloned())
+        .ok_or_else(|| format!("referrer {}: bundle blob is missing", m.digest.short()))
+}
