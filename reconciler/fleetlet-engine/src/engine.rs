@@ -977,13 +977,12 @@ pub fn release_digests(desired: &DesiredState) -> Vec<fleetlet_core::Digest> {
     out
 }
 
+/// A rendered release with the site's labels (policies may depend on them), or the failing
+/// stage, its message and every detail.
+pub type Rendered = Result<(DesiredState, BTreeMap<String, String>), (Stage, String, Vec<String>)>;
+
 /// Load, validate and render: the pure part of a release, with errors shaped for the record.
-/// Also returns the site's labels (policies may depend on them).
-pub fn desired_state(
-    tree: &RepoTree,
-    site: &str,
-    commit: &str,
-) -> Result<(DesiredState, BTreeMap<String, String>), (Stage, String, Vec<String>)> {
+pub fn desired_state(tree: &RepoTree, site: &str, commit: &str) -> Rendered {
     let loaded = load_fleet(tree);
     if loaded.has_errors() {
         let details: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();

@@ -9,6 +9,7 @@ mod metrics;
 mod oci_cmd;
 mod progress;
 mod schema;
+mod trust_cmd;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -150,6 +151,48 @@ enum Command {
         #[arg(short, long, global = true, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Make a signing key pair (ECDSA P-256, cosign's format): PREFIX.key, encrypted with a
+    /// passphrase (FLEETLET_PASSWORD or COSIGN_PASSWORD, else asked), and PREFIX.pub.
+    Keygen {
+        /// Path prefix of the two files.
+        #[arg(long, default_value = "cosign")]
+        out: PathBuf,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Sign an artifact with a private key (cosign-compatible) and push the signature beside it
+    /// (`sha256-<hex>.sig`), keeping any signatures already there.
+    Sign {
+        /// `registry/repo:tag`, `registry/repo@sha256:…`, or `oci:PATH:TAG`.
+        reference: String,
+        /// The private key (`fleetlet keygen` or `cosign generate-key-pair`).
+        #[arg(long)]
+        key: PathBuf,
+        /// An annotation in the signed payload (`-a env=prod`); repeatable.
+        #[arg(short = 'a', long = "annotation")]
+        annotations: Vec<String>,
+        /// Agent config whose `registries` section (credentials, CAs) to use.
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Verify an artifact's signatures against a public key or a site's trust policy; exit 1
+    /// with the reasons when it does not pass.
+    Verify {
+        reference: String,
+        /// A public key (PEM).
+        #[arg(long, conflicts_with = "policy", required_unless_present = "policy")]
+        key: Option<PathBuf>,
+        /// An agent config: its `trust` policy and its `registries` access.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// With --key: an annotation the signed payload must carry; repeatable.
+        #[arg(short = 'a', long = "annotation", requires = "key")]
+        annotations: Vec<String>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Write the JSON Schemas of every document kind.
     Schemas {
         #[arg(long, default_value = "schemas")]
@@ -220,6 +263,27 @@ fn main() -> ExitCode {
                 output,
             )
         }),
+        Command::Keygen { out, output } => trust_cmd::keygen(&out, output),
+        Command::Sign {
+            reference,
+            key,
+            annotations,
+            config,
+            output,
+        } => trust_cmd::sign(&reference, &key, &annotations, config.as_deref(), output),
+        Command::Verify {
+            reference,
+            key,
+            policy,
+            annotations,
+            output,
+        } => trust_cmd::verify(
+            &reference,
+            key.as_deref(),
+            policy.as_deref(),
+            &annotations,
+            output,
+        ),
         Command::Schemas { out } => write_schemas(&out).map(|_| true),
     };
     match result {
