@@ -10,4 +10,6 @@ mod mirror;
 mod oci;
 mod state;
 mod store;
+mod trust;
+mod trust_agent;
 mod wasm;
