@@ -4,6 +4,7 @@
 
 use crate::testkit::git::{
     GitDaemon, HttpsServer, SshServer, TestRepo, free_port, serve_garbage, serve_silent,
+    ssh_signing_key,
 };
 use fleetlet_engine::ports::{Poll, Source, SourceError};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig, local_path};
@@ -247,17 +248,6 @@ fn reports_rewritten_history_for_the_engine_to_judge() -> anyhow::Result<()> {
     assert_eq!(changed(source.poll(Some(&c))?).commit, d);
     assert!(source.descends_from(&d, &c)?);
     Ok(())
-}
-
-/// A throwaway SSH signing key, as an operator makes one.
-pub fn ssh_signing_key(dir: &std::path::Path, name: &str) -> anyhow::Result<std::path::PathBuf> {
-    let key = dir.join(name);
-    let out = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
-        .arg(&key)
-        .output()?;
-    anyhow::ensure!(out.status.success(), "ssh-keygen: {out:?}");
-    Ok(key)
 }
 
 #[test]

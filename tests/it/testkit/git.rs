@@ -570,3 +570,14 @@ impl Drop for HttpsServer {
         kill_child(&mut self.child);
     }
 }
+
+/// A throwaway SSH signing key, as an operator makes one.
+pub fn ssh_signing_key(dir: &std::path::Path, name: &str) -> Result<std::path::PathBuf> {
+    let key = dir.join(name);
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "ssh-keygen: {out:?}");
+    Ok(key)
+}
