@@ -5,6 +5,9 @@
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Digest, ObservedWorkload, RepoTree, WorkloadHealth};
 use fleetlet_engine::ports::*;
+use fleetlet_engine::trust::{
+    Requirement, SignatureManifest, SignedObject, Signer, SignerKind, TagEvidence, Verifier,
+};
 use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -17,6 +20,8 @@ struct Repo {
     head: Option<String>,
     /// Each commit's parent (the head when it was made).
     parents: BTreeMap<String, Option<String>>,
+    signatures: BTreeMap<String, SignedObject>,
+    tags: BTreeMap<String, Vec<TagEvidence>>,
     down: bool,
     reads: usize,
 }
@@ -56,6 +61,18 @@ impl Source for FakeSource {
             at = r.parents.get(&c).cloned().flatten();
         }
         Ok(false)
+    }
+    fn commit_signature(&self, commit: &str) -> Result<Option<SignedObject>, SourceError> {
+        Ok(self.0.borrow().signatures.get(commit).cloned())
+    }
+    fn tags_at(&self, commit: &str) -> Result<Vec<TagEvidence>, SourceError> {
+        Ok(self
+            .0
+            .borrow()
+            .tags
+            .get(commit)
+            .cloned()
+            .unwrap_or_default())
     }
     fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
         let mut r = self.0.borrow_mut();
@@ -554,4 +571,207 @@ fn garbage_collection_keeps_the_last_releases_and_last_known_good() {
         "c2's component collected"
     );
     assert!(kept.contains(&Digest::of(b"three")) && kept.contains(&Digest::of(b"four")));
+}
+
+/// Accepts what is signed `good` (by "ops"), refuses the rest; checks nothing of artifacts (the
+/// integration tests verify real ones). Maximum source age: one hour.
+struct FakeVerifier;
+
+fn ops() -> Signer {
+    Signer {
+        kind: SignerKind::Ssh,
+        identity: "ops".into(),
+        detail: None,
+        log_index: None,
+    }
+}
+
+impl Verifier for FakeVerifier {
+    fn artifact_requirement(&self, _: &fleetlet_core::reference::RegistryRef) -> Requirement {
+        Requirement::None
+    }
+    fn verify_artifact(
+        &self,
+        _: &fleetlet_core::reference::RegistryRef,
+        _: &[SignatureManifest],
+    ) -> Result<Vec<Signer>, String> {
+        unreachable!("no artifact requires a signature here")
+    }
+    fn verify_commit(
+        &self,
+        _: &Revision,
+        signed: Option<&SignedObject>,
+    ) -> Result<Option<Signer>, String> {
+        match signed {
+            None => Err("unsigned commit".into()),
+            Some(s) if s.signature == b"good" => Ok(Some(ops())),
+            Some(_) => Err("signed by a key not in allowed_signers".into()),
+        }
+    }
+    fn verify_release_tag(
+        &self,
+        _: &BTreeMap<String, String>,
+        _: &[TagEvidence],
+    ) -> Result<Option<Signer>, String> {
+        Ok(None)
+    }
+    fn verify_rollback(&self, from: &str, _: &str, tags: &[TagEvidence]) -> Result<Signer, String> {
+        tags.iter()
+            .find(|t| {
+                t.message.contains(&format!("rollback-from: {from}"))
+                    && t.signed.as_ref().is_some_and(|s| s.signature == b"good")
+            })
+            .map(|_| ops())
+            .ok_or_else(|| "no valid signed rollback instruction".into())
+    }
+    fn atomic(&self) -> bool {
+        true
+    }
+    fn max_source_age(&self) -> Option<i64> {
+        Some(3600)
+    }
+}
+
+fn signed(w: &World, commit: &str, signature: &[u8]) {
+    w.repo.0.borrow_mut().signatures.insert(
+        commit.into(),
+        SignedObject {
+            signature: signature.to_vec(),
+            payload: commit.as_bytes().to_vec(),
+        },
+    );
+}
+
+#[test]
+fn unsigned_or_badly_signed_commits_are_refused_before_their_tree_is_read() {
+    let w = World::new();
+    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
+    signed(&w, "c1", b"good");
+    let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
+    assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
+    assert_eq!(e.status().commit_signers, vec![ops()]);
+    assert_eq!(w.activations(), ["a/w=one"]);
+
+    for (commit, signature, reason) in [
+        ("c2", None, "unsigned commit"),
+        ("c3", Some(&b"forged"[..]), "not in allowed_signers"),
+    ] {
+        w.commit(commit, &[("a.yaml", &app("a", "good.wasm", commit))]);
+        if let Some(s) = signature {
+            signed(&w, commit, s);
+        }
+        let reads = w.repo.0.borrow().reads;
+        assert_eq!(
+            e.reconcile(2),
+            CycleOutcome::Rejected {
+                commit: Some(commit.into()),
+                stage: Stage::Verify
+            }
+        );
+        let err = e.state().last_error.clone().unwrap();
+        assert!(err.message.contains(reason) && !err.retryable, "{err:?}");
+        assert_eq!(
+            w.repo.0.borrow().reads,
+            reads,
+            "{commit}'s tree is never read"
+        );
+        assert!(w.activations().is_empty(), "nothing of {commit} runs");
+        assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
+    }
+
+    w.commit("c4", &[("a.yaml", &app("a", "good.wasm", "four"))]);
+    signed(&w, "c4", b"good");
+    assert!(matches!(e.reconcile(3), CycleOutcome::Applied { .. }));
+    assert_eq!(w.activations(), ["a/w=four"]);
+}
+
+#[test]
+fn moving_to_a_commit_that_does_not_descend_needs_a_signed_rollback_instruction() {
+    let w = World::new();
+    for (c, g) in [("c1", "one"), ("c2", "two")] {
+        w.commit(c, &[("a.yaml", &app("a", "good.wasm", g))]);
+        signed(&w, c, b"good");
+    }
+    let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
+    assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
+    w.activations();
+
+    // An old release replayed: the branch moves back to c1.
+    w.repo.0.borrow_mut().head = Some("c1".into());
+    let refused = CycleOutcome::Rejected {
+        commit: Some("c1".into()),
+        stage: Stage::Verify,
+    };
+    assert_eq!(e.reconcile(2), refused);
+    let err = e.state().last_error.clone().unwrap();
+    assert!(
+        err.message
+            .contains("does not descend from the applied commit c2")
+            && err.message.contains("no valid signed rollback instruction")
+            && err.retryable,
+        "{err:?}"
+    );
+    assert!(w.activations().is_empty());
+
+    // An unsigned instruction, or one for another starting point, does not count.
+    let tag = |message: &str, signature: Option<&[u8]>| TagEvidence {
+        name: "rollback-1".into(),
+        message: message.into(),
+        time: 0,
+        signed: signature.map(|s| SignedObject {
+            signature: s.to_vec(),
+            payload: vec![],
+        }),
+    };
+    w.repo.0.borrow_mut().tags.insert(
+        "c1".into(),
+        vec![
+            tag("rollback-from: c2", None),
+            tag("rollback-from: c9", Some(b"good")),
+        ],
+    );
+    assert_eq!(e.reconcile(3), refused);
+
+    w.repo.0.borrow_mut().tags.insert(
+        "c1".into(),
+        vec![tag("back\nrollback-from: c2\n", Some(b"good"))],
+    );
+    assert!(matches!(e.reconcile(4), CycleOutcome::Applied { .. }));
+    assert_eq!(w.activations(), ["a/w=one"]);
+    assert_eq!(e.status().commit_signers, vec![ops(), ops()]);
+
+    // Where the site allows history rewrites, no instruction is needed.
+    let w = World::new();
+    for c in ["c1", "c2"] {
+        w.commit(c, &[("a.yaml", &app("a", "good.wasm", c))]);
+        signed(&w, c, b"good");
+    }
+    let mut e = w
+        .engine()
+        .with_verifier(Box::new(FakeVerifier))
+        .allow_history_rewrite(true);
+    e.reconcile(1);
+    w.repo.0.borrow_mut().head = Some("c1".into());
+    assert!(matches!(e.reconcile(2), CycleOutcome::Applied { .. }));
+}
+
+#[test]
+fn a_source_that_stops_advancing_is_reported_while_the_release_keeps_running() {
+    let w = World::new();
+    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
+    signed(&w, "c1", b"good");
+    let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
+    // The fake's commits are from time 0; the policy allows an hour.
+    assert!(matches!(e.reconcile(3000), CycleOutcome::Applied { .. }));
+    assert!(e.status().stale_source.is_none());
+    assert_eq!(e.reconcile(7200), CycleOutcome::Unchanged);
+    let stale = e.status().stale_source.expect("stale after an hour");
+    assert!(stale.contains("freeze") && stale.contains("2h"), "{stale}");
+    assert_eq!(e.status().workloads[0].state, "running");
+
+    // Unreachable for longer than the maximum age: reported too.
+    w.repo.0.borrow_mut().down = true;
+    assert_eq!(e.reconcile(7200 + 4000), CycleOutcome::SourceUnavailable);
+    let stale = e.status().stale_source.unwrap();
+    assert!(stale.contains("no answer from the source"), "{stale}");
 }

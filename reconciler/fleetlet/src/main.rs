@@ -469,6 +469,9 @@ fn status_cmd(
         ),
         None => println!("applied:         nothing yet"),
     }
+    for signer in &status.commit_signers {
+        println!("  signed by      {signer}");
+    }
     println!(
         "last-known-good: {}",
         status.last_known_good_commit.as_deref().unwrap_or("none")
@@ -478,6 +481,9 @@ fn status_cmd(
         status.last_seen_commit.as_deref().unwrap_or("none")
     );
     println!("last sync:       {}", time(status.last_sync));
+    if let Some(stale) = &status.stale_source {
+        println!("STALE SOURCE:    {stale}");
+    }
     match &status.last_error {
         Some(e) => {
             println!(
@@ -508,6 +514,15 @@ fn status_cmd(
             "  {:<32} {:<5} {:<11}{port} {}{reason}",
             w.id, w.runtime, w.state, w.artifact
         );
+        for signer in &w.signers {
+            println!("  {:<32} signed by {signer}", "");
+        }
+        if let Some(held) = &w.held {
+            println!(
+                "  {:<32} HELD: the commit's version failed verification: {held}",
+                ""
+            );
+        }
     }
     Ok(status.last_error.is_none())
 }

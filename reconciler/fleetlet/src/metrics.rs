@@ -1,5 +1,6 @@
-//! Prometheus metrics of the agent: reconcile counts, durations and errors, workloads by state,
-//! last successful sync.
+//! Prometheus metrics of the agent: reconcile counts, durations and errors (verification
+//! failures are `reconcile_errors{stage="verify"}`), workloads by state, held workloads, a
+//! stale source, last successful sync.
 
 use fleetlet_engine::{CycleOutcome, Stage, Status};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +33,8 @@ pub struct Metrics {
     duration: Histogram,
     workloads: Family<StateLabel, Gauge>,
     last_sync: Gauge<f64, AtomicU64>,
+    held: Gauge,
+    stale: Gauge,
 }
 
 impl Metrics {
@@ -44,6 +47,18 @@ impl Metrics {
         ]);
         let workloads = Family::<StateLabel, Gauge>::default();
         let last_sync = Gauge::<f64, AtomicU64>::default();
+        let held = Gauge::default();
+        let stale = Gauge::default();
+        registry.register(
+            "held_workloads",
+            "Workloads of the applied commit held back because their artifact failed verification",
+            held.clone(),
+        );
+        registry.register(
+            "source_stale",
+            "1 while the source has not advanced for longer than the trust policy's maxAge",
+            stale.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconcile cycles by outcome",
@@ -76,6 +91,8 @@ impl Metrics {
             duration,
             workloads,
             last_sync,
+            held,
+            stale,
         }
     }
 
@@ -112,6 +129,9 @@ impl Metrics {
                 })
                 .set(n as i64);
         }
+        self.held
+            .set(status.workloads.iter().filter(|w| w.held.is_some()).count() as i64);
+        self.stale.set(i64::from(status.stale_source.is_some()));
         if let Some(t) = status.last_sync {
             self.last_sync.set(t as f64);
         }
