@@ -386,3 +386,138 @@ impl SigningKey {
             .map_err(|e| KeyError::Private(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+
+    fn manifest(layers: &[(Vec<u8>, String)]) -> SignatureManifest {
+        let (config, bytes) = signature_manifest(layers);
+        let mut blobs: BTreeMap<Digest, Vec<u8>> = layers
+            .iter()
+            .map(|(p, _)| (Digest::of(p), p.clone()))
+            .collect();
+        blobs.insert(Digest::of(&config), config);
+        SignatureManifest {
+            digest: Digest::of(&bytes),
+            bytes,
+            blobs,
+        }
+    }
+
+    #[test]
+    fn payload_is_byte_for_byte_cosigns() {
+        let d = Digest::of(b"artifact");
+        assert_eq!(
+            String::from_utf8(simple_signing_payload("r.local/app", &d, &BTreeMap::new())).unwrap(),
+            format!(
+                r#"{{"critical":{{"identity":{{"docker-reference":"r.local/app"}},"image":{{"docker-manifest-digest":"{d}"}},"type":"cosign container image signature"}},"optional":null}}"#
+            )
+        );
+        let a = BTreeMap::from([
+            ("b".to_string(), "2".to_string()),
+            ("a".to_string(), "1".to_string()),
+        ]);
+        assert!(
+            String::from_utf8(simple_signing_payload("r/x", &d, &a))
+                .unwrap()
+                .ends_with(r#""optional":{"a":"1","b":"2"}}"#)
+        );
+    }
+
+    #[test]
+    fn only_a_signature_over_exactly_this_digest_by_a_trusted_key_counts() {
+        let signer = SigningKey::generate().unwrap();
+        let stranger = SigningKey::generate().unwrap();
+        let trusted =
+            TrustedKey::from_pem("release", signer.public_pem().unwrap().as_bytes()).unwrap();
+        let d = Digest::of(b"artifact");
+        let other = Digest::of(b"another artifact");
+        let layer = |key: &SigningKey, digest: &Digest, ann: &BTreeMap<String, String>| {
+            let p = simple_signing_payload("r/x", digest, ann);
+            let s = base64::engine::general_purpose::STANDARD.encode(key.sign(&p).unwrap());
+            (p, s)
+        };
+        let none = BTreeMap::new();
+        let prod = BTreeMap::from([("env".to_string(), "prod".to_string())]);
+        let mut tampered = layer(&signer, &d, &none);
+        tampered.0[20] ^= 1;
+        for (name, layers, wanted, expect) in [
+            (
+                "good",
+                vec![layer(&signer, &d, &none)],
+                &none,
+                Ok("release"),
+            ),
+            (
+                "stranger",
+                vec![layer(&stranger, &d, &none)],
+                &none,
+                Err("not signed by a key allowed here"),
+            ),
+            (
+                "replayed",
+                vec![layer(&signer, &other, &none)],
+                &none,
+                Err("not over"),
+            ),
+            (
+                "tampered",
+                vec![tampered],
+                &none,
+                Err("not signed by a key allowed here"),
+            ),
+            (
+                "annotation missing",
+                vec![layer(&signer, &d, &none)],
+                &prod,
+                Err("env=prod"),
+            ),
+            (
+                "annotation present",
+                vec![layer(&signer, &d, &prod)],
+                &prod,
+                Ok("release"),
+            ),
+            (
+                "one good among bad",
+                vec![layer(&stranger, &d, &none), layer(&signer, &d, &none)],
+                &none,
+                Ok("release"),
+            ),
+            (
+                "not base64",
+                vec![(b"{}".to_vec(), "%%".into())],
+                &none,
+                Err("not base64"),
+            ),
+        ] {
+            let got = verify_key_signatures(&manifest(&layers), &d, &[&trusted], wanted);
+            match (got, expect) {
+                (Ok(sigs), Ok(key)) => assert_eq!(sigs[0].key, key, "{name}"),
+                (Err(problems), Err(fragment)) => assert!(
+                    problems.iter().any(|p| p.contains(fragment)),
+                    "{name}: {problems:?}"
+                ),
+                (got, _) => panic!("{name}: unexpected {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keys_round_trip_through_cosigns_formats() {
+        let key = SigningKey::generate().unwrap();
+        let pem = key.private_pem(b"pw").unwrap();
+        assert!(pem.contains("ENCRYPTED SIGSTORE PRIVATE KEY"), "{pem}");
+        assert!(SigningKey::from_encrypted_pem(pem.as_bytes(), b"wrong").is_err());
+        let reopened = SigningKey::from_encrypted_pem(pem.as_bytes(), b"pw").unwrap();
+        let trusted = TrustedKey::from_pem("k", key.public_pem().unwrap().as_bytes()).unwrap();
+        assert!(trusted.verifies(&reopened.sign(b"m").unwrap(), b"m"));
+        assert!(!trusted.verifies(&reopened.sign(b"m").unwrap(), b"n"));
+        assert!(
+            TrustedKey::from_pem("k", pem.as_bytes()).is_err(),
+            "a private key is not a public key"
+        );
+    }
+}

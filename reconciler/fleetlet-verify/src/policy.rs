@@ -657,3 +657,229 @@ fn bundle_json(m: &SignatureManifest) -> Result<Vec<u8>, String> {
         .and_then(|d| m.blobs.get(&d).cloned())
         .ok_or_else(|| format!("referrer {}: bundle blob is missing", m.digest.short()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+    }
+
+    impl Fixture {
+        /// A directory with two public keys (`release.pub`, `ci.pub`) and an allowed_signers
+        /// file naming one SSH key.
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["release", "ci"] {
+                let key = crate::cosign::SigningKey::generate().unwrap();
+                std::fs::write(
+                    dir.path().join(format!("{name}.pub")),
+                    key.public_pem().unwrap(),
+                )
+                .unwrap();
+            }
+            std::fs::write(
+                dir.path().join("allowed_signers"),
+                "ops@example.com namespaces=\"git\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB40fHFiFZH9uAZH3qn4W3QZH8LCkvPimObBh9ir7T6O\n",
+            )
+            .unwrap();
+            Fixture { dir }
+        }
+
+        fn load(&self, yaml: &str) -> Result<TrustPolicy, PolicyError> {
+            let config: TrustConfig = serde_yaml::from_str(yaml).unwrap();
+            TrustPolicy::load(&config, self.dir.path())
+        }
+    }
+
+    fn reference(s: &str) -> RegistryRef {
+        let (registry, repository) = s.split_once('/').unwrap();
+        RegistryRef {
+            registry: registry.into(),
+            repository: repository.into(),
+            tag: None,
+            digest: Some(fleetlet_core::Digest::of(b"x")),
+        }
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let f = Fixture::new();
+        for (yaml, field, fragment) in [
+            ("{}", "artifacts.require", "no keys or keyless identities"),
+            (
+                "{keys: {release: release.pub}}",
+                "commits.require",
+                "no commit signers",
+            ),
+            (
+                "{keys: {release: missing.pub}, commits: {require: none}}",
+                "keys.release",
+                "missing.pub",
+            ),
+            (
+                "{keys: {release: allowed_signers}, commits: {require: none}}",
+                "keys.release",
+                "PUBLIC KEY",
+            ),
+            (
+                "{keys: {release: release.pub}, artifacts: {signers: [nobody]}, commits: {require: none}}",
+                "artifacts.signers",
+                "\"nobody\"",
+            ),
+            (
+                "{keys: {release: release.pub}, artifacts: {rules: [{match: 'a/[', require: none}]}, commits: {require: none}}",
+                "artifacts.rules[0].match",
+                "a/[",
+            ),
+            (
+                "{artifacts: {require: none, rules: [{match: 'r/x', require: signed}]}, commits: {require: none}}",
+                "artifacts.require",
+                "no keys",
+            ),
+        ] {
+            let err = match f.load(yaml) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{yaml} should not load"),
+            };
+            assert!(
+                err.starts_with(&format!("trust.{field}")) && err.contains(fragment),
+                "{yaml}: {err}"
+            );
+        }
+        // Nothing required: loads without any trust root.
+        f.load("{artifacts: {require: none}, commits: {require: none}}")
+            .unwrap();
+    }
+
+    #[test]
+    fn the_first_matching_rule_decides_what_an_artifact_needs() {
+        let f = Fixture::new();
+        let p = f
+            .load(
+                "keys: {release: release.pub, ci: ci.pub}
+commitSigners: {allowedSigners: allowed_signers}
+artifacts:
+  signers: [release]
+  annotations: {env: prod}
+  rules:
+    - {match: 'registry.local/dev/**', require: none}
+    - {match: 'registry.local/team-a/*', signers: [ci]}
+",
+            )
+            .unwrap();
+        for (r, require, signers, annotations) in [
+            ("registry.local/app", Require::Signed, vec!["release"], 1),
+            ("registry.local/dev/x/y", Require::None, vec!["release"], 1),
+            ("registry.local/team-a/web", Require::Signed, vec!["ci"], 1),
+            // `*` does not cross a `/`.
+            (
+                "registry.local/team-a/web/x",
+                Require::Signed,
+                vec!["release"],
+                1,
+            ),
+            ("other.registry/dev/x", Require::Signed, vec!["release"], 1),
+        ] {
+            let (req, s, a) = p.artifact_rule(&reference(r));
+            assert_eq!(
+                (req, s.to_vec(), a.len()),
+                (
+                    require,
+                    signers.iter().map(|s| s.to_string()).collect(),
+                    annotations
+                ),
+                "{r}"
+            );
+        }
+        assert_eq!(
+            p.artifact_requirement(&reference("registry.local/dev/x")),
+            Requirement::None
+        );
+    }
+
+    #[test]
+    fn unsigned_artifacts_and_commits_are_refused_with_the_reason() {
+        let f = Fixture::new();
+        let p = f
+            .load(
+                "{keys: {release: release.pub}, commitSigners: {allowedSigners: allowed_signers}}",
+            )
+            .unwrap();
+        let err = p
+            .verify_artifact(&reference("r.local/app"), &[])
+            .unwrap_err();
+        assert!(err.contains("unsigned") && err.contains(".sig"), "{err}");
+        let rev = Revision {
+            commit: "c".repeat(40),
+            reference: "refs/heads/main".into(),
+            summary: String::new(),
+            time: 0,
+        };
+        assert_eq!(
+            p.verify_commit(&rev, None).unwrap_err(),
+            "unsigned commit; this site requires signed commits"
+        );
+        let garbage = SignedObject {
+            signature: b"-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----\n"
+                .to_vec(),
+            payload: b"tree x\n".to_vec(),
+        };
+        assert!(p.verify_commit(&rev, Some(&garbage)).is_err());
+        // Without a release-tag rule, tags are not required.
+        assert_eq!(p.verify_release_tag(&BTreeMap::new(), &[]), Ok(None));
+    }
+
+    #[test]
+    fn release_tags_are_required_only_for_matching_sites_and_rollbacks_name_their_start() {
+        let f = Fixture::new();
+        let p = f
+            .load(
+                "keys: {release: release.pub}
+commitSigners: {allowedSigners: allowed_signers}
+commits: {releaseTag: {pattern: 'release-*', siteLabels: {env: production}}, maxAge: 14d}
+",
+            )
+            .unwrap();
+        assert_eq!(p.max_source_age(), Some(14 * 86400));
+        let prod = BTreeMap::from([("env".to_string(), "production".to_string())]);
+        let lab = BTreeMap::from([("env".to_string(), "lab".to_string())]);
+        assert_eq!(p.verify_release_tag(&lab, &[]), Ok(None));
+        let unsigned = TagEvidence {
+            name: "release-1".into(),
+            message: format!("{ROLLBACK_MARKER} {}\n", "a".repeat(40)),
+            time: 0,
+            signed: None,
+        };
+        let other = TagEvidence {
+            name: "v1".into(),
+            ..unsigned.clone()
+        };
+        let err = p
+            .verify_release_tag(&prod, &[unsigned.clone(), other])
+            .unwrap_err();
+        assert!(
+            err.contains("release-*")
+                && err.contains("release-1 (unsigned)")
+                && !err.contains("v1"),
+            "{err}"
+        );
+        assert!(
+            p.verify_release_tag(&prod, &[])
+                .unwrap_err()
+                .contains("there is none")
+        );
+        let err = p
+            .verify_rollback(&"a".repeat(40), &"b".repeat(40), &[unsigned])
+            .unwrap_err();
+        assert!(err.contains("release-1 (unsigned)"), "{err}");
+        let err = p
+            .verify_rollback(&"c".repeat(40), &"b".repeat(40), &[])
+            .unwrap_err();
+        assert!(
+            err.contains(&format!("{ROLLBACK_MARKER} {}", "c".repeat(40))),
+            "{err}"
+        );
+    }
+}
