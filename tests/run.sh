@@ -27,6 +27,8 @@ rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add was
 
 # Integration tests run the real agent binary.
 cargo build --locked -p fleetlet
+# Built once here, so no test process runs cargo again to find it.
+export FLEETLET_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/fleetlet"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --locked --workspace --no-fail-fast
 else

@@ -84,6 +84,9 @@ where
     /// Accept a new commit that does not descend from the applied one without a signed
     /// rollback instruction.
     allow_history_rewrite: bool,
+    /// Set when the applied release failed re-verification at start (trust roots changed, the
+    /// store was tampered with): it must not run until a release passes verification again.
+    blocked: Option<CycleError>,
 }
 
 /// What pulling one image component brought: where it is pinned and whether it may run.
@@ -144,6 +147,7 @@ where
             keep_releases: DEFAULT_KEEP_RELEASES,
             verifier: None,
             allow_history_rewrite: false,
+            blocked: None,
         })
     }
 
@@ -212,11 +216,14 @@ where
                     .clone()
                     .filter(|l| l.desired != applied.desired);
                 let Some(lkg) = lkg else {
+                    self.block_if_unverified(&e);
                     self.state.last_error = Some(e.clone());
                     self.save();
                     return Err(e);
                 };
-                if let Err(e) = self.reverify(&lkg) {
+                if let Err(e2) = self.reverify(&lkg) {
+                    warn!(error = %e2.message, "the last-known-good fails verification too; nothing runs until a release passes");
+                    self.block_if_unverified(&e);
                     self.state.last_error = Some(e.clone());
                     self.save();
                     return Err(e);
@@ -226,6 +233,14 @@ where
                 self.save();
                 Ok(n)
             }
+        }
+    }
+
+    /// A release that fails verification never runs, not even by `heal`; the cycle tries it
+    /// again as a new release (fresh signatures may pass).
+    fn block_if_unverified(&mut self, e: &CycleError) {
+        if e.stage == Stage::Verify {
+            self.blocked = Some(e.clone());
         }
     }
 
@@ -244,10 +259,17 @@ where
         let outcome = self.follow_source(now);
         // Whatever the source said, what should run keeps running (a crashed start is retried,
         // even offline), and a release that has stayed healthy becomes last-known-good.
-        if let Some(e) = self.heal(now)
-            && self.state.last_error.is_none()
-        {
-            self.state.last_error = Some(e);
+        match self.heal(now) {
+            // Why nothing runs matters most; why retrying failed is a detail of it.
+            Some(mut e) if self.blocked.is_some() => {
+                if let Some(retry) = self.state.last_error.take() {
+                    e.details
+                        .push(format!("retrying the release: {}", retry.message));
+                }
+                self.state.last_error = Some(e);
+            }
+            Some(e) if self.state.last_error.is_none() => self.state.last_error = Some(e),
+            _ => {}
         }
         self.save();
         outcome
@@ -294,7 +316,7 @@ where
             .applied
             .as_ref()
             .is_some_and(|a| !a.held.is_empty());
-        if applied.as_deref() == Some(rev.commit.as_str()) && !partial {
+        if applied.as_deref() == Some(rev.commit.as_str()) && !partial && self.blocked.is_none() {
             self.state.refused = None;
             self.state.last_error = None;
             return CycleOutcome::Unchanged;
@@ -312,6 +334,7 @@ where
         }
         match self.release(&rev, now) {
             Ok(changes) => {
+                self.blocked = None;
                 self.state.refused = None;
                 self.state.last_error = self.held_error(now);
                 if changes == 0 && applied.as_deref() == Some(rev.commit.as_str()) {
@@ -700,6 +723,22 @@ where
         info!(image, pinned = %pinned, fetched = pulled.fetched.len(), "pulled component");
         let verification = match (&self.verifier, policy_ref(&pinned)) {
             (Some(v), Some(subject)) if v.artifact_requirement(&subject) == Requirement::Signed => {
+                // Material that verified for a release still recorded is re-checked from the
+                // store first: a release of cached, signed artifacts needs no network for this.
+                if let Some(cached) = self.verified_before(&pinned)
+                    && let Ok(m) = load_signature_manifests(&self.blobs, &cached)
+                    && let Ok(signers) = v.verify_artifact(&subject, &m)
+                {
+                    return Ok(PulledComponent {
+                        pinned,
+                        layer: layer.digest,
+                        size: layer.size,
+                        verification: Verification::Passed(VerifiedArtifact {
+                            material: cached,
+                            signers,
+                        }),
+                    });
+                }
                 let material = fetch_signatures(registry, &self.blobs, &pulled.resolved.pinned)
                     .map_err(|e| {
                         (
@@ -725,6 +764,16 @@ where
             size: layer.size,
             verification,
         })
+    }
+
+    /// The signature material `pinned` was verified with in the applied release or the
+    /// last-known-good.
+    fn verified_before(&self, pinned: &str) -> Option<Vec<fleetlet_core::Digest>> {
+        [&self.state.applied, &self.state.last_known_good]
+            .into_iter()
+            .flatten()
+            .find_map(|r| r.artifacts.get(pinned))
+            .map(|a| a.material.clone())
     }
 
     /// Checks again, from the store alone, that every artifact of `release` is still signed as
@@ -910,6 +959,12 @@ where
     /// Re-converges on the applied release (restarting what is missing) and promotes it to
     /// last-known-good once it has been healthy in a cycle after the one that applied it.
     fn heal(&mut self, now: i64) -> Option<CycleError> {
+        if let Some(blocked) = &self.blocked {
+            return Some(CycleError {
+                at: now,
+                ..blocked.clone()
+            });
+        }
         let applied = self.state.applied.clone()?;
         let result = self.converge(&applied.desired, None);
         match &result {

@@ -450,6 +450,20 @@ impl Verifier for TrustPolicy {
                 }
                 continue;
             }
+            if !annotations.is_empty() {
+                // A bundle signs the artifact, not a payload: it cannot vouch for annotations.
+                problems.push(format!(
+                    "referrer {}: a sigstore bundle carries no annotations, and the policy \
+                     requires {}",
+                    m.digest.short(),
+                    annotations
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                continue;
+            }
             match bundle_json(m) {
                 Err(p) => problems.push(p),
                 Ok(json) => match self.verify_bundle(&json, &digest, &keys, &identities) {
@@ -510,7 +524,11 @@ impl Verifier for TrustPolicy {
         for t in tags.iter().filter(|t| pattern.is_match(&t.name)) {
             match &t.signed {
                 None => seen.push(format!("{} (unsigned)", t.name)),
-                Some(s) => match self.check_signed(s, t.time, self.commit_principals(&t.name)) {
+                Some(s) => match self.check_signed(
+                    s,
+                    t.time,
+                    self.commit_principals(&format!("refs/tags/{}", t.name)),
+                ) {
                     Ok(signer) => return Ok(Some(signer)),
                     Err(e) => seen.push(format!("{} ({e})", t.name)),
                 },

@@ -128,7 +128,7 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
     ))
 }
 
-pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> anyhow::Result<()> {
     let state_dir = cfg.state_dir.clone();
     for sub in ["", "compiled", "volumes"] {
         std::fs::create_dir_all(state_dir.join(sub))
@@ -162,8 +162,6 @@ pub fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let mirror_store = blobs.clone();
     let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
-    let policy = fleetlet_verify::policy::TrustPolicy::load(&cfg.trust, Path::new(""))
-        .context("loading the trust policy")?;
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
         .with_verifier(Box::new(policy))

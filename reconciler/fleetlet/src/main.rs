@@ -205,7 +205,19 @@ fn main() -> ExitCode {
     init_logging(&cli);
     let result = match cli.command {
         Command::Agent { config } => match config::AgentConfig::load(&config) {
-            Ok(cfg) => agent::run(cfg).map(|_| true),
+            Ok(cfg) => {
+                // Trust roots are part of the config: a policy that cannot work is a usage error
+                // too, found before anything is created on disk.
+                let policy =
+                    match fleetlet_verify::policy::TrustPolicy::load(&cfg.trust, Path::new("")) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            eprintln!("error: agent config {}: {e}", config.display());
+                            return ExitCode::from(2);
+                        }
+                    };
+                agent::run(cfg, policy).map(|_| true)
+            }
             Err(e) => {
                 // A config the agent cannot use is a usage error (exit 2), not a failed run.
                 eprintln!("error: {e:#}");
@@ -289,6 +301,10 @@ fn main() -> ExitCode {
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
@@ -317,6 +333,11 @@ fn init_logging(cli: &Cli) {
         LogFormat::Json => builder.json().init(),
     }
 }
+
+/// A command used wrongly (a config or policy that cannot work): exit 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
 
 pub fn print_value<T: serde::Serialize>(v: &T, output: Output) -> anyhow::Result<()> {
     match output {

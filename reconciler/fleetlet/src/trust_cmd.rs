@@ -215,6 +215,14 @@ pub fn sign(
     if !layers.iter().any(|(p, s)| *p == payload && *s == b64) {
         layers.push((payload.clone(), b64));
     }
+    let max = fleetlet_engine::artifacts::MAX_SIGNATURE_LAYERS;
+    if layers.len() > max {
+        bail!(
+            "{pinned} already has {} signatures; verifiers accept at most {max} per signature \
+             manifest, so another one would make every signature unreadable",
+            layers.len() - 1
+        );
+    }
     let (config_blob, manifest) = cosign::signature_manifest(&layers);
     let sig_ref = RegistryRef {
         tag: Some(cosign_signature_tag(&digest)),
@@ -290,10 +298,16 @@ pub fn verify(
             t.commits.require = Require::None;
             (t, None)
         }
-        (None, Some(p)) => (AgentConfig::load(p)?.trust, Some(p)),
+        (None, Some(p)) => (
+            AgentConfig::load(p)
+                .map_err(|e| crate::UsageError(format!("{e:#}")))?
+                .trust,
+            Some(p),
+        ),
         _ => bail!("give exactly one of --key and --policy"),
     };
-    let policy = TrustPolicy::load(&trust, Path::new("")).context("loading the trust policy")?;
+    let policy = TrustPolicy::load(&trust, Path::new(""))
+        .map_err(|e| crate::UsageError(format!("loading the trust policy: {e}")))?;
     let rt = runtime()?;
     let target = Target::open(reference, registries_from, &rt)?;
     let pinned = target.pinned()?;

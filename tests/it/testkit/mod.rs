@@ -4,3 +4,4 @@ pub mod agent;
 pub mod components;
 pub mod git;
 pub mod registry;
+pub mod signing;
