@@ -13,4 +13,5 @@
 pub mod commit;
 pub mod cosign;
 pub mod keyless;
+pub mod legacy;
 pub mod policy;

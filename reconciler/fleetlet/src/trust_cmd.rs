@@ -148,6 +148,23 @@ impl Target {
         Ok(r.pinned(top.digest))
     }
 
+    /// How the user names the artifact, pinned: `registry/repo:tag@sha256:…` or
+    /// `oci:PATH:TAG@sha256:…`.
+    fn display(&self, pinned: &RegistryRef) -> String {
+        match self {
+            Target::Registry(..) => pinned.to_string(),
+            Target::Layout(_, path, r) => {
+                let tag = r
+                    .tag
+                    .as_deref()
+                    .map(|t| format!(":{t}"))
+                    .unwrap_or_default();
+                let digest = pinned.digest.map(|d| format!("@{d}")).unwrap_or_default();
+                format!("oci:{}{tag}{digest}", path.display())
+            }
+        }
+    }
+
     /// What policies match the artifact by (see the engine's policy reference).
     fn policy_ref(&self, digest: Digest) -> RegistryRef {
         match self {
@@ -258,10 +275,17 @@ pub fn sign(
             )?;
         }
     }
+    let shown = target.display(&pinned);
+    let sig_shown = match &target {
+        Target::Registry(..) => sig_ref.to_string(),
+        Target::Layout(_, path, _) => {
+            format!("oci:{}:{}", path.display(), cosign_signature_tag(&digest))
+        }
+    };
     match output {
-        Output::Text => println!("signed {pinned}; signature at {sig_ref}"),
+        Output::Text => println!("signed {shown}; signature at {sig_shown}"),
         o => print_value(
-            &serde_json::json!({"reference": pinned.to_string(), "signature": sig_ref.to_string(), "signatures": layers.len()}),
+            &serde_json::json!({"reference": shown, "signature": sig_shown, "signatures": layers.len()}),
             o,
         )?,
     }
@@ -314,10 +338,11 @@ pub fn verify(
     let digest = pinned.digest.context("resolved reference has a digest")?;
     let subject = target.policy_ref(digest);
     use fleetlet_engine::trust::{Requirement, Verifier};
+    let shown = target.display(&pinned);
     if policy.artifact_requirement(&subject) == Requirement::None {
         report(
             output,
-            &pinned,
+            &shown,
             Ok(vec![]),
             "the policy requires no signature",
         )?;
@@ -326,13 +351,13 @@ pub fn verify(
     let material = target.signatures(&pinned)?;
     let result = policy.verify(&subject, &material);
     let ok = result.is_ok();
-    report(output, &pinned, result, "")?;
+    report(output, &shown, result, "")?;
     Ok(ok)
 }
 
 fn report(
     output: Output,
-    pinned: &RegistryRef,
+    pinned: &str,
     result: Result<Vec<fleetlet_engine::trust::Signer>, String>,
     note: &str,
 ) -> anyhow::Result<()> {
@@ -350,10 +375,10 @@ fn report(
         o => {
             let v = match &result {
                 Ok(signers) => {
-                    serde_json::json!({"reference": pinned.to_string(), "verified": true, "signers": signers, "note": note})
+                    serde_json::json!({"reference": pinned, "verified": true, "signers": signers, "note": note})
                 }
                 Err(reason) => {
-                    serde_json::json!({"reference": pinned.to_string(), "verified": false, "reason": reason})
+                    serde_json::json!({"reference": pinned, "verified": false, "reason": reason})
                 }
             };
             print_value(&v, o)?

@@ -15,11 +15,11 @@
 //! (sigstore-rs#285) and rejects public-key bundles. No clock is read: the signing time is the
 //! log's integrated time, authenticated by the SET.
 
-mod bundle;
-mod certificate;
-mod keys;
+pub(crate) mod bundle;
+pub(crate) mod certificate;
+pub(crate) mod keys;
 mod merkle;
-mod rekor;
+pub(crate) mod rekor;
 mod trusted_root;
 
 pub use merkle::MerkleError;
@@ -300,7 +300,7 @@ pub fn verify_key_bundle(
     })
 }
 
-fn match_identity(
+pub(crate) fn match_identity(
     leaf: &Leaf,
     identities: &[KeylessIdentity],
 ) -> Result<(String, String), KeylessError> {
@@ -417,7 +417,7 @@ fn verify_entries<'b>(
     Ok(first)
 }
 
-fn verify_entry(
+pub(crate) fn verify_entry(
     entry: &Entry,
     version: Version,
     expected: &rekor::Expected<'_>,
