@@ -303,6 +303,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_example_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/agent.yaml.example");
+        let cfg = AgentConfig::load(&path).unwrap();
+        assert_eq!(
+            cfg.trust.keys["release"],
+            PathBuf::from("/etc/fleetlet/keys/release.pub")
+        );
+        assert_eq!(
+            cfg.trust.commits.max_age.map(|d| d.to_string()).as_deref(),
+            Some("14d")
+        );
+    }
+
+    #[test]
     fn rejects_unknown_fields_and_resolves_paths() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("agent.yaml");
