@@ -42,6 +42,9 @@ pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
 /// Longest chain of untrusted intermediates (from the chain annotation) between the leaf and
 /// a CA certificate of the trusted root.
 const MAX_INTERMEDIATES: usize = 4;
+/// Most certificates accepted in the chain annotation (cosign writes two), which bounds the
+/// path search over them.
+const MAX_CHAIN_CERTIFICATES: usize = 8;
 
 /// Why a legacy layer was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +199,12 @@ pub fn parse_layer_annotations(
             let certs = pem_certificates(pem).map_err(bad(CHAIN_ANNOTATION))?;
             if certs.is_empty() {
                 return Err(bad(CHAIN_ANNOTATION)("no PEM certificate".into()));
+            }
+            if certs.len() > MAX_CHAIN_CERTIFICATES {
+                return Err(bad(CHAIN_ANNOTATION)(format!(
+                    "{} certificates, at most {MAX_CHAIN_CERTIFICATES} are accepted",
+                    certs.len()
+                )));
             }
             certs
         }
@@ -424,7 +433,14 @@ fn verify_chain(
     let leaf = Certificate::from_der(leaf_der)
         .map_err(|e| KeylessError::CertificateMalformed(e.to_string()))?;
     let mut why = Vec::new();
-    if chains_to_anchor(&leaf, &anchors, &intermediates, at, 0, &mut why) {
+    if chains_to_anchor(
+        &leaf,
+        &anchors,
+        &intermediates,
+        at,
+        &mut Vec::new(),
+        &mut why,
+    ) {
         Ok(())
     } else {
         why.dedup();
@@ -439,12 +455,14 @@ fn verify_chain(
     }
 }
 
+/// Depth-first search for a path from `cert` to an anchor; `path` holds the indices of the
+/// intermediates already used (none is used twice).
 fn chains_to_anchor(
     cert: &Certificate,
     anchors: &[Certificate],
     intermediates: &[Certificate],
     at: i64,
-    depth: usize,
+    path: &mut Vec<usize>,
     why: &mut Vec<String>,
 ) -> bool {
     for anchor in anchors {
@@ -453,14 +471,26 @@ fn chains_to_anchor(
             Err(e) => why.extend(e),
         }
     }
-    if depth >= MAX_INTERMEDIATES {
+    if path.len() >= MAX_INTERMEDIATES {
         return false;
     }
-    intermediates.iter().any(|i| {
-        i != cert
-            && issued_by(cert, i, at).is_ok()
-            && chains_to_anchor(i, anchors, intermediates, at, depth + 1, why)
-    })
+    for (n, i) in intermediates.iter().enumerate() {
+        if path.contains(&n) || i == cert {
+            continue;
+        }
+        match issued_by(cert, i, at) {
+            Ok(()) => {
+                path.push(n);
+                let found = chains_to_anchor(i, anchors, intermediates, at, path, why);
+                path.pop();
+                if found {
+                    return true;
+                }
+            }
+            Err(e) => why.extend(e.map(|e| format!("chain annotation {e}"))),
+        }
+    }
+    false
 }
 
 /// Whether `issuer` issued `cert` and could at `at`: names match, `issuer` is a CA allowed to
@@ -618,6 +648,32 @@ mod tests {
         let mut other = entry;
         other.log_index += 1;
         assert!(crate::keyless::rekor::verify_set(&other, &b.signed_entry_timestamp, key).is_err());
+    }
+
+    /// The chain check accepts real Fulcio certificates (P-384 CA, ecdsa-with-SHA384) against
+    /// the public-good root, and only at a time the CA and its certificates are valid.
+    #[test]
+    fn real_fulcio_leaf_chains_to_the_public_good_root() {
+        let (_, root) = real_entry_annotation();
+        let bundle: serde_json::Value =
+            serde_json::from_slice(include_bytes!("../tests/fixtures/sigstore/bundle_v03.json"))
+                .expect("fixture");
+        let leaf = B64
+            .decode(
+                bundle["verificationMaterial"]["certificate"]["rawBytes"]
+                    .as_str()
+                    .expect("certificate"),
+            )
+            .expect("base64");
+        let t = 1_775_719_409; // the entry's integrated time
+        verify_chain(&leaf, &[], &root, t).expect("chains");
+        // Before the current Fulcio CA existed, only the 2021 CA was valid: it did not issue it.
+        assert!(matches!(
+            verify_chain(&leaf, &[], &root, 1_640_000_000),
+            Err(KeylessError::CertificateChain(_))
+        ));
+        // The leaf itself is no CA, so offering it as an intermediate changes nothing.
+        assert!(verify_chain(&leaf, std::slice::from_ref(&leaf), &root, t).is_ok());
     }
 
     #[test]

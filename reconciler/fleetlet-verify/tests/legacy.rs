@@ -114,10 +114,7 @@ fn ca_extensions() -> Vec<Extension> {
             },
             true,
         ),
-        ext(
-            &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
-            true,
-        ),
+        ext(&KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign), true),
     ]
 }
 
@@ -190,6 +187,17 @@ fn issued_ca(
 /// A Fulcio-like leaf for `key`, issued by `ca`: code signing, SAN email + URI, OIDC issuer
 /// in both extensions, valid `not_before..not_before + LEAF_LIFETIME`.
 fn leaf_cert(ca: &Ca, key: &p256::ecdsa::SigningKey, not_before: i64, issuer: &str) -> Vec<u8> {
+    leaf_cert_for(ca, key, not_before, issuer, OID_KP_CODE_SIGNING)
+}
+
+/// [`leaf_cert`] with another extended key usage.
+fn leaf_cert_for(
+    ca: &Ca,
+    key: &p256::ecdsa::SigningKey,
+    not_before: i64,
+    issuer: &str,
+    eku: ObjectIdentifier,
+) -> Vec<u8> {
     let san = SubjectAltName(vec![
         GeneralName::Rfc822Name(Ia5String::new(EMAIL).expect("ia5")),
         GeneralName::UniformResourceIdentifier(Ia5String::new(URI).expect("ia5")),
@@ -199,7 +207,7 @@ fn leaf_cert(ca: &Ca, key: &p256::ecdsa::SigningKey, not_before: i64, issuer: &s
         subject: Name::default(),
         extensions: vec![
             ext(&KeyUsage(KeyUsages::DigitalSignature.into()), true),
-            ext(&ExtendedKeyUsage(vec![OID_KP_CODE_SIGNING]), false),
+            ext(&ExtendedKeyUsage(vec![eku]), false),
             ext(
                 &BasicConstraints {
                     ca: false,
@@ -512,7 +520,12 @@ fn material_is_parsed_from_the_annotations() {
     // Empty annotations count as absent, as cosign reads them.
     let mut a = w.annotations();
     a.insert(CHAIN_ANNOTATION.into(), String::new());
-    assert!(parse_layer_annotations(&a).expect("parses").chain().is_empty());
+    assert!(
+        parse_layer_annotations(&a)
+            .expect("parses")
+            .chain()
+            .is_empty()
+    );
     // Key-based: a bundle, no certificate.
     let k = World::key_based().material();
     assert!(!k.is_keyless() && k.rekor_bundle().is_some());
@@ -546,6 +559,26 @@ fn no_allowed_identity_is_rejected() {
 }
 
 #[test]
+fn certificate_without_code_signing_usage_is_rejected() {
+    let mut w = World::keyless();
+    let server_auth = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+    let leaf = leaf_cert_for(
+        &root_ca(0x31, CA_NAME),
+        &leaf_key(),
+        ISSUED,
+        ISSUER,
+        server_auth,
+    );
+    w.body["spec"]["signature"]["publicKey"]["content"] =
+        B64.encode(pem("CERTIFICATE", &leaf)).into();
+    w.leaf_der = Some(leaf);
+    assert!(matches!(
+        keyless_err(w.verify()),
+        KeylessError::NotCodeSigning(_)
+    ));
+}
+
+#[test]
 fn certificate_of_another_ca_is_rejected() {
     // Same name as the trusted CA, different key: only the signature check can tell.
     let trusted = root_ca(0x31, CA_NAME);
@@ -570,7 +603,8 @@ fn chain_annotation_intermediates_are_used_but_not_trusted() {
     let inter = intermediate_ca(&root, 0x41, "O=fleetlet test,CN=test fulcio intermediate");
     // The trusted root holds only the root; the intermediate comes from the annotation.
     let w = World::keyless_with(&inter, &[&inter, &root], &[&[&root]]);
-    w.verify().expect("verifies through the annotated intermediate");
+    w.verify()
+        .expect("verifies through the annotated intermediate");
     // Without the annotation the leaf does not chain.
     let mut w = World::keyless_with(&inter, &[&inter, &root], &[&[&root]]);
     w.chain_pem = None;
@@ -620,8 +654,16 @@ fn chain_annotation_certificates_must_be_valid_cas() {
         (leaf_like.clone(), window, "not a CA"),
         (leaf_like[..2].to_vec(), window, "not a CA"),
         (ca_without_cert_sign, window, "keyCertSign"),
-        (ca_extensions(), (ISSUED - 86_400, SIGNED_AT - 1), "not valid at"),
-        (ca_extensions(), (SIGNED_AT + 1, ISSUED + 86_400), "not valid at"),
+        (
+            ca_extensions(),
+            (ISSUED - 86_400, SIGNED_AT - 1),
+            "not valid at",
+        ),
+        (
+            ca_extensions(),
+            (SIGNED_AT + 1, ISSUED + 86_400),
+            "not valid at",
+        ),
     ] {
         let fake = issued_ca(&root, 0x51, sub, exts, validity);
         let w = World::keyless_with(&fake, &[&fake, &root], &[&[&root]]);
@@ -820,10 +862,17 @@ fn missing_rekor_bundle_is_rejected() {
 #[test]
 fn malformed_annotations_are_rejected() {
     let w = World::keyless();
-    let cases: [(&str, String); 6] = [
+    let ca = root_ca(0x31, CA_NAME);
+    let cases: [(&str, String); 7] = [
         (BUNDLE_ANNOTATION, "{\"SignedEntryTimestamp\": ".into()),
-        (BUNDLE_ANNOTATION, r#"{"SignedEntryTimestamp":"AAAA"}"#.into()),
-        (CERTIFICATE_ANNOTATION, "-----BEGIN CERTIFICATE-----\nAAAA\n".into()),
+        (
+            BUNDLE_ANNOTATION,
+            r#"{"SignedEntryTimestamp":"AAAA"}"#.into(),
+        ),
+        (
+            CERTIFICATE_ANNOTATION,
+            "-----BEGIN CERTIFICATE-----\nAAAA\n".into(),
+        ),
         (CERTIFICATE_ANNOTATION, "not a certificate".into()),
         (
             CERTIFICATE_ANNOTATION,
@@ -833,6 +882,7 @@ fn malformed_annotations_are_rejected() {
             CHAIN_ANNOTATION,
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
         ),
+        (CHAIN_ANNOTATION, pem("CERTIFICATE", &ca.der).repeat(9)),
     ];
     for (annotation, value) in cases {
         let mut a = w.annotations();
