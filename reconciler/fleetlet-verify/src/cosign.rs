@@ -5,6 +5,7 @@
 //! The payload names the digest it signs; a signature counts only when that digest is exactly
 //! the artifact's, so a valid signature of one artifact cannot be replayed onto another.
 
+use crate::keyless::{KeylessIdentity, TrustedRoot};
 use fleetlet_core::Digest;
 use fleetlet_engine::trust::SignatureManifest;
 use serde::Deserialize;
@@ -98,11 +99,15 @@ pub fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(body).ok()
 }
 
-/// One valid key-based signature over the artifact.
+/// One valid signature over the artifact.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySignature {
-    /// The trusted key's name.
+    /// The trusted key's name, or — keyless — the certificate subject that matched.
     pub key: String,
+    /// The OIDC issuer of a keyless signature; `None` for a key.
+    pub issuer: Option<String>,
+    /// The Rekor log index, when an entry was verified.
+    pub log_index: Option<u64>,
     /// The payload's `critical.identity.docker-reference`.
     pub docker_reference: String,
     /// The payload's `optional` annotations (strings only).
@@ -134,6 +139,21 @@ pub fn is_signature_manifest(manifest: &SignatureManifest) -> bool {
     })
 }
 
+/// What a signature layer must satisfy besides naming exactly the artifact's digest.
+pub struct Checks<'a> {
+    /// Keys allowed to sign.
+    pub keys: &'a [&'a TrustedKey],
+    /// Annotations the payload must carry.
+    pub annotations: &'a BTreeMap<String, String>,
+    /// Keyless layers (certificate annotations) and Rekor bundles on key-based layers are
+    /// verified against it; without it keyless layers cannot pass.
+    pub root: Option<&'a TrustedRoot>,
+    /// Keyless identities allowed to sign.
+    pub identities: &'a [KeylessIdentity],
+    /// Key-based signatures must carry a Rekor entry that verifies.
+    pub require_tlog: bool,
+}
+
 /// Every layer of `manifest` that is a valid signature over exactly `digest` by one of `keys`,
 /// and carries the `annotations` required. Returns the valid ones, or — when there is none —
 /// why each layer failed.
@@ -143,6 +163,30 @@ pub fn verify_key_signatures(
     keys: &[&TrustedKey],
     annotations: &BTreeMap<String, String>,
 ) -> Result<Vec<KeySignature>, Vec<String>> {
+    verify_signatures(
+        manifest,
+        digest,
+        &Checks {
+            keys,
+            annotations,
+            root: None,
+            identities: &[],
+            require_tlog: false,
+        },
+    )
+}
+
+/// Every layer of `manifest` that is a valid cosign signature over exactly `digest` under
+/// `checks`: key-based (with its Rekor entry checked when it has one and a trusted root is
+/// given), or legacy keyless (certificate chain, identity, Rekor SET and entry). Returns the
+/// valid ones, or — when there is none — why each layer failed.
+pub fn verify_signatures(
+    manifest: &SignatureManifest,
+    digest: &Digest,
+    checks: &Checks<'_>,
+) -> Result<Vec<KeySignature>, Vec<String>> {
+    let keys = checks.keys;
+    let annotations = checks.annotations;
     use base64::Engine as _;
     let wire: WireManifest = serde_json::from_slice(&manifest.bytes).map_err(|e| {
         vec![format!(
@@ -183,17 +227,74 @@ pub fn verify_key_signatures(
             problems.push(format!("{at}: signature annotation is not base64"));
             continue;
         };
-        let Some(key) = keys.iter().find(|k| k.verifies(&signature, payload)) else {
-            let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
-            problems.push(format!(
-                "{at}: not signed by a key allowed here ({})",
-                if names.is_empty() {
-                    "none configured".to_string()
-                } else {
-                    names.join(", ")
+        let material = match crate::legacy::parse_layer_annotations(&layer.annotations) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(format!("{at}: {e}"));
+                continue;
+            }
+        };
+        let (who, issuer, log_index) = if material.is_keyless() {
+            let Some(root) = checks.root else {
+                problems.push(format!(
+                    "{at}: a keyless signature, and no trusted root is configured (trust.keyless)"
+                ));
+                continue;
+            };
+            match crate::legacy::verify_keyless_layer(
+                payload,
+                &signature,
+                &material,
+                root,
+                checks.identities,
+            ) {
+                Ok(s) => (s.subject, Some(s.issuer), Some(s.log_index)),
+                Err(e) => {
+                    problems.push(format!("{at}: keyless signature: {e}"));
+                    continue;
                 }
-            ));
-            continue;
+            }
+        } else {
+            let Some(key) = keys.iter().find(|k| k.verifies(&signature, payload)) else {
+                let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+                problems.push(format!(
+                    "{at}: not signed by a key allowed here ({})",
+                    if names.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+                continue;
+            };
+            let log_index = match (material.rekor_bundle(), checks.root) {
+                (Some(_), Some(root)) => match crate::legacy::verify_key_tlog(
+                    payload,
+                    &signature,
+                    &key.spki_der,
+                    &material,
+                    root,
+                ) {
+                    Ok(i) => Some(i),
+                    Err(e) => {
+                        problems.push(format!(
+                            "{at}: signature by key '{}': transparency log entry: {e}",
+                            key.name
+                        ));
+                        continue;
+                    }
+                },
+                _ => None,
+            };
+            if checks.require_tlog && log_index.is_none() {
+                problems.push(format!(
+                    "{at}: signature by key '{}' has no verified transparency log entry, and the \
+                     policy requires one",
+                    key.name
+                ));
+                continue;
+            }
+            (key.name.clone(), None, log_index)
         };
         // Only a payload whose signature verified is worth parsing.
         let parsed: SimpleSigning = match serde_json::from_slice(payload) {
@@ -214,8 +315,8 @@ pub fn verify_key_signatures(
         }
         if parsed.critical.image.docker_manifest_digest != digest.to_string() {
             problems.push(format!(
-                "{at}: signature by key '{}' is over {}, not over {} (a signature of another artifact)",
-                key.name, parsed.critical.image.docker_manifest_digest, digest
+                "{at}: signature by '{who}' is over {}, not over {} (a signature of another artifact)",
+                parsed.critical.image.docker_manifest_digest, digest
             ));
             continue;
         }
@@ -231,13 +332,14 @@ pub fn verify_key_signatures(
             .unwrap_or_default();
         if let Some((k, v)) = annotations.iter().find(|(k, v)| found.get(*k) != Some(*v)) {
             problems.push(format!(
-                "{at}: signature by key '{}' lacks the required annotation {k}={v}",
-                key.name
+                "{at}: signature by '{who}' lacks the required annotation {k}={v}"
             ));
             continue;
         }
         valid.push(KeySignature {
-            key: key.name.clone(),
+            key: who,
+            issuer,
+            log_index,
             docker_reference: parsed.critical.identity.docker_reference,
             annotations: found,
         });

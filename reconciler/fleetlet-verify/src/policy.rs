@@ -101,9 +101,15 @@ pub struct ArtifactPolicy {
     /// Names of keys or keyless identities allowed; empty: any configured one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signers: Vec<String>,
-    /// Annotations the signature payload must carry (key-based signatures).
+    /// Annotations the signature payload must carry (cosign signatures; sigstore bundles carry
+    /// none, so they cannot satisfy this).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// Key-based cosign signatures must also carry a Rekor entry (`dev.sigstore.cosign/bundle`)
+    /// that verifies against the trusted root. Entries present are always checked when a
+    /// trusted root is configured.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tlog: bool,
     /// Per-artifact exceptions; the first whose pattern matches `registry/repository` (or
     /// `oci-layout/PATH`) wins, its unset fields taken from above.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -327,6 +333,14 @@ impl TrustPolicy {
                     .into(),
             });
         }
+        if self.config.artifacts.require_tlog && self.root.is_none() {
+            return Err(PolicyError::Invalid {
+                field: "artifacts.requireTlog".into(),
+                message: "transparency log entries are checked against the Rekor keys of a \
+                          trusted root: set trust.keyless.trustedRoot"
+                    .into(),
+            });
+        }
         let commits_need =
             self.config.commits.require == Require::Signed || self.release_tag.is_some();
         if commits_need && self.commit_signers.is_empty() {
@@ -433,17 +447,32 @@ impl Verifier for TrustPolicy {
         let mut problems = Vec::new();
         for m in material {
             if cosign::is_signature_manifest(m) {
-                match cosign::verify_key_signatures(m, &digest, &keys, annotations) {
+                let checks = cosign::Checks {
+                    keys: &keys,
+                    annotations,
+                    root: self.root.as_ref(),
+                    identities: &identities,
+                    require_tlog: self.config.artifacts.require_tlog,
+                };
+                match cosign::verify_signatures(m, &digest, &checks) {
                     Ok(found) => signers.extend(found.into_iter().map(|s| {
-                        Signer {
-                            kind: SignerKind::Key,
-                            detail: self
-                                .keys
-                                .iter()
-                                .find(|k| k.name == s.key)
-                                .map(|k| k.fingerprint()),
-                            identity: s.key,
-                            log_index: None,
+                        match s.issuer {
+                            Some(issuer) => Signer {
+                                kind: SignerKind::Keyless,
+                                identity: s.key,
+                                detail: Some(issuer),
+                                log_index: s.log_index,
+                            },
+                            None => Signer {
+                                kind: SignerKind::Key,
+                                detail: self
+                                    .keys
+                                    .iter()
+                                    .find(|k| k.name == s.key)
+                                    .map(|k| k.fingerprint()),
+                                identity: s.key,
+                                log_index: s.log_index,
+                            },
                         }
                     })),
                     Err(p) => problems.extend(p),
@@ -815,6 +844,47 @@ artifacts:
             p.artifact_requirement(&reference("registry.local/dev/x")),
             Requirement::None
         );
+    }
+
+    #[test]
+    fn transparency_log_entries_can_be_required_of_key_based_signatures() {
+        use base64::Engine as _;
+        let f = Fixture::new();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sigstore/sigstore_trusted_root.json");
+        let err = f
+            .load("{keys: {release: release.pub}, artifacts: {requireTlog: true}, commits: {require: none}}")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("trust.artifacts.requireTlog"), "{err}");
+        let signer = crate::cosign::SigningKey::generate().unwrap();
+        std::fs::write(
+            f.dir.path().join("release.pub"),
+            signer.public_pem().unwrap(),
+        )
+        .unwrap();
+        let p = f
+            .load(&format!(
+                "{{keys: {{release: release.pub}}, keyless: {{trustedRoot: {}, identities: {{}}}}, artifacts: {{requireTlog: true}}, commits: {{require: none}}}}",
+                root.display()
+            ))
+            .unwrap();
+        let subject = reference("r.local/app");
+        let digest = subject.digest.unwrap();
+        let payload = cosign::simple_signing_payload("r.local/app", &digest, &BTreeMap::new());
+        let sig = base64::engine::general_purpose::STANDARD.encode(signer.sign(&payload).unwrap());
+        let (config, bytes) = cosign::signature_manifest(&[(payload.clone(), sig)]);
+        let manifest = SignatureManifest {
+            digest: fleetlet_core::Digest::of(&bytes),
+            bytes,
+            blobs: BTreeMap::from([
+                (fleetlet_core::Digest::of(&payload), payload),
+                (fleetlet_core::Digest::of(&config), config),
+            ]),
+        };
+        let err = p.verify_artifact(&subject, &[manifest]).unwrap_err();
+        assert!(err.contains("no verified transparency log entry"), "{err}");
     }
 
     #[test]
