@@ -735,3 +735,99 @@ fn tls_registry_with_a_custom_ca() {
         "{err}"
     );
 }
+
+/// A registry with the OCI 1.1 referrers API (which Debian's docker-registry lacks): answers
+/// `GET /v2/app/referrers/<digest>` with `index` for `known`, 404 otherwise; counts requests.
+fn referrers_server(
+    known: Digest,
+    index: Vec<u8>,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            // Drain the headers.
+            let mut h = String::new();
+            while reader.read_line(&mut h).is_ok_and(|n| n > 2) {
+                h.clear();
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path.clone());
+            let mut out = stream;
+            let (status, body): (&str, &[u8]) = if path == format!("/v2/app/referrers/{known}") {
+                ("200 OK", &index)
+            } else {
+                ("404 Not Found", b"not found")
+            };
+            let _ = write!(
+                out,
+                "HTTP/1.1 {status}\r\nContent-Type: application/vnd.oci.image.index.v1+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(body);
+        }
+    });
+    (host, seen)
+}
+
+#[test]
+fn referrers_come_from_the_api_where_the_registry_has_it() {
+    let subject = Digest::of(b"an artifact");
+    let bundle = Digest::of(b"a bundle manifest");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": bundle.to_string(), "size": 1,
+                       "artifactType": "application/vnd.dev.sigstore.bundle.v0.3+json"}],
+    }))
+    .unwrap();
+    let (host, seen) = referrers_server(subject, index.clone());
+    let a = adapter(fast_config());
+    let at = |d: Digest| reference(&format!("{host}/app@{d}"));
+    let found = a.referrers(&at(subject)).unwrap().expect("referrers");
+    assert_eq!(found.bytes, index);
+    assert_eq!(found.digest, Digest::of(&index));
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [format!("/v2/app/referrers/{subject}")],
+        "the API answered: no fallback tag is asked for"
+    );
+    // Unknown to the API (404): the tag-schema fallback is tried, and finds nothing.
+    seen.lock().unwrap().clear();
+    let other = Digest::of(b"another artifact");
+    assert_eq!(a.referrers(&at(other)).unwrap(), None);
+    assert_eq!(
+        seen.lock().unwrap().as_slice(),
+        [
+            format!("/v2/app/referrers/{other}"),
+            format!("/v2/app/manifests/sha256-{}", other.hex())
+        ]
+    );
+}
+
+#[test]
+fn referrers_fall_back_to_the_tag_schema_on_a_registry_without_the_api() {
+    let registry = TestRegistry::start().unwrap();
+    let a = adapter(fast_config());
+    let subject = Digest::of(b"an artifact");
+    let target = reference(&format!("{}/app@{subject}", registry.host()));
+    assert_eq!(a.referrers(&target).unwrap(), None, "none yet");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [],
+    }))
+    .unwrap();
+    let fallback = reference(&format!("{}/app:sha256-{}", registry.host(), subject.hex()));
+    a.push_manifest(&fallback, &index, OCI_INDEX).unwrap();
+    let found = a.referrers(&target).unwrap().expect("the fallback index");
+    assert_eq!(found.bytes, index);
+}
