@@ -6,6 +6,7 @@
 
 pub mod digest;
 pub mod hostpattern;
+pub mod k8s;
 pub mod lines;
 pub mod load;
 pub mod model;

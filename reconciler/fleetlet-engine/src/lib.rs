@@ -3,6 +3,7 @@
 //! no adapter by name.
 
 pub mod artifacts;
+pub mod cluster;
 pub mod engine;
 pub mod ports;
 pub mod record;
