@@ -79,4 +79,12 @@ pub trait Cluster {
 
     /// Deletes the object (background propagation); `false` when it was already gone.
     fn delete(&self, object: &ObjectRef) -> Result<bool, ClusterError>;
+
+    /// Whether `api_version`/`kind` is namespaced, from discovery; `None` when the cluster
+    /// does not serve it (yet). The engine puts namespaced objects that name no namespace in
+    /// `default`, as kubectl does, so inventories name objects as the cluster does.
+    fn namespaced(&self, api_version: &str, kind: &str) -> Result<Option<bool>, ClusterError> {
+        let _ = (api_version, kind);
+        Ok(None)
+    }
 }

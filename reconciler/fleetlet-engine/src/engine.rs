@@ -26,7 +26,10 @@
 
 use crate::artifacts::{Platform, pull, wasm_layer};
 use crate::artifacts::{fetch_signatures, load_signature_manifests};
+use crate::cluster::{Cluster, ClusterError};
+use crate::k3s;
 use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
+use crate::record::K3sRecord;
 use crate::record::{
     AgentState, AppliedRelease, CycleError, ReleaseRoots, STATE_VERSION, Stage, VerifiedArtifact,
     WorkloadRecord,
@@ -34,12 +37,14 @@ use crate::record::{
 use crate::registry::{ArtifactStore, LAYOUT_REGISTRY, Layouts, Registry};
 use crate::status::Status;
 use crate::trust::{Requirement, Signer, Verifier};
+use fleetlet_core::k8s::{self, Health, Inventory, ObjectRef};
 use fleetlet_core::load::load_fleet;
 use fleetlet_core::reference::ArtifactRef;
 use fleetlet_core::reference::RegistryRef;
 use fleetlet_core::render::DesiredWorkload;
 use fleetlet_core::{Action, DesiredState, RepoTree, Runtime, WorkloadHealth, plan, render};
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use tracing::{info, warn};
 
 /// Applied releases whose artifacts stay in the store, unless configured otherwise.
@@ -87,6 +92,21 @@ where
     /// Set when the applied release failed re-verification at start (trust roots changed, the
     /// store was tampered with): it must not run until a release passes verification again.
     blocked: Option<CycleError>,
+    /// The k3s cluster of the site; without one, k3s workloads are not applied.
+    cluster: Option<Box<dyn Cluster>>,
+    /// Per app: the live health of its inventoried objects, as last observed.
+    k3s_live: BTreeMap<String, BTreeMap<ObjectRef, Option<Health>>>,
+}
+
+/// What one app's k3s objects need this cycle.
+struct K3sPlan {
+    app: String,
+    /// Labelled, in apply order.
+    objects: Vec<serde_json::Value>,
+    old: Inventory,
+    new: Inventory,
+    /// Inventoried objects that exist on the cluster now.
+    live: BTreeSet<ObjectRef>,
 }
 
 /// What pulling one image component brought: where it is pinned and whether it may run.
@@ -148,6 +168,8 @@ where
             verifier: None,
             allow_history_rewrite: false,
             blocked: None,
+            cluster: None,
+            k3s_live: BTreeMap::new(),
         })
     }
 
@@ -166,6 +188,12 @@ where
     /// Checks commits, tags and artifacts against the site's trust policy before anything runs.
     pub fn with_verifier(mut self, verifier: Box<dyn Verifier>) -> Self {
         self.verifier = Some(verifier);
+        self
+    }
+
+    /// Applies k3s workloads to this cluster.
+    pub fn with_cluster(mut self, cluster: Box<dyn Cluster>) -> Self {
+        self.cluster = Some(cluster);
         self
     }
 
@@ -604,6 +632,8 @@ where
                 }
             }
         }
+        // 6b. k3s: observe what each app has on the cluster, dry-run what would be sent.
+        let k3s_plans = self.plan_k3s(desired)?;
         if !failures.is_empty() {
             let retryable = failures.iter().all(|(_, transient)| *transient);
             let details: Vec<String> = failures.into_iter().map(|(m, _)| m).collect();
@@ -661,6 +691,147 @@ where
                 started.push(id);
             }
             changes += 1;
+        }
+        match self.apply_k3s(k3s_plans) {
+            Ok(n) => changes += n,
+            Err(mut err) => {
+                if let Some(prev) = previous
+                    && let Err(u) = self.converge(prev, None)
+                {
+                    warn!(error = %u.message, "returning to the previous state failed too");
+                    err.details.push(format!(
+                        "returning to the previous state failed: {}",
+                        u.message
+                    ));
+                }
+                return Err(err);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Per app with k3s objects now or in the recorded inventories: observe the inventoried
+    /// objects (one list per kind), and dry-run those that will be sent, so an invalid object
+    /// or a field conflict holds the release before anything changes.
+    fn plan_k3s(&mut self, desired: &DesiredState) -> CycleResult<Vec<K3sPlan>> {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return Ok(vec![]);
+        };
+        let fail = |e: ClusterError| CycleError {
+            at: 0,
+            stage: Stage::Prepare,
+            commit: None,
+            message: format!("k3s: {e}"),
+            details: vec![],
+            retryable: e.is_transient(),
+        };
+        let mut apps: BTreeMap<String, Vec<&serde_json::Value>> = BTreeMap::new();
+        for w in desired.workloads.values() {
+            if let Some(k) = &w.k3s {
+                apps.entry(w.app.clone())
+                    .or_default()
+                    .extend(k.objects.iter());
+            }
+        }
+        // An app that left the release still has objects to prune.
+        for app in self.state.inventories.keys() {
+            apps.entry(app.clone()).or_default();
+        }
+        let mut plans = Vec::new();
+        for (app, objects) in apps {
+            let objects = k3s::app_objects(cluster, &app, objects).map_err(fail)?;
+            let old = self
+                .state
+                .inventories
+                .get(&app)
+                .cloned()
+                .unwrap_or_default();
+            let observed = if old.entries.is_empty() {
+                BTreeMap::new()
+            } else {
+                k3s::observe(cluster, &app, &old).map_err(fail)?
+            };
+            let live: BTreeSet<ObjectRef> = observed
+                .iter()
+                .filter(|(_, h)| h.is_some())
+                .map(|(r, _)| r.clone())
+                .collect();
+            self.k3s_live.insert(app.clone(), observed);
+            let to_send: Vec<serde_json::Value> = objects
+                .iter()
+                .filter(|o| k3s::needs_sending(o, &old, &live))
+                .cloned()
+                .collect();
+            if !to_send.is_empty() {
+                let problems = k3s::dry_run(cluster, &to_send).map_err(fail)?;
+                if !problems.is_empty() {
+                    return Err(CycleError {
+                        at: 0,
+                        stage: Stage::Prepare,
+                        commit: None,
+                        message: format!(
+                            "app {app}: {} Kubernetes object(s) refused by a dry run; the release is held: {}",
+                            problems.len(),
+                            problems[0]
+                        ),
+                        details: problems,
+                        retryable: false,
+                    });
+                }
+            }
+            let new = k8s::inventory_of(&objects);
+            plans.push(K3sPlan {
+                app,
+                objects,
+                old,
+                new,
+                live,
+            });
+        }
+        Ok(plans)
+    }
+
+    /// Applies each app's objects, then prunes what its inventory no longer lists; records the
+    /// new inventories. On a failure the inventory keeps old and new entries, so returning to
+    /// the previous release prunes what this attempt created.
+    fn apply_k3s(&mut self, plans: Vec<K3sPlan>) -> CycleResult<usize> {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return Ok(0);
+        };
+        let mut changes = 0;
+        for p in plans {
+            let fail = |e: ClusterError| CycleError {
+                at: 0,
+                stage: Stage::Apply,
+                commit: None,
+                message: format!("app {}: applying to k3s: {e}", p.app),
+                details: vec![],
+                retryable: e.is_transient(),
+            };
+            let applied = k3s::apply(cluster, &p.objects, &p.old, &p.live);
+            let applied = match applied {
+                Ok(a) => a,
+                Err(e) => {
+                    let mut union = p.old.clone();
+                    union.entries.extend(p.new.entries.clone());
+                    self.state.inventories.insert(p.app.clone(), union);
+                    return Err(fail(e));
+                }
+            };
+            let pruned = k3s::prune(cluster, &p.old, &p.new).map_err(fail)?;
+            if applied.sent > 0 || !pruned.is_empty() {
+                info!(app = %p.app, sent = applied.sent, unchanged = applied.unchanged, pruned = pruned.len(), "applied to k3s");
+            }
+            for r in &pruned {
+                info!(app = %p.app, object = %r, "pruned");
+            }
+            changes += applied.sent + pruned.len();
+            if p.objects.is_empty() {
+                self.state.inventories.remove(&p.app);
+                self.k3s_live.remove(&p.app);
+            } else {
+                self.state.inventories.insert(p.app, p.new);
+            }
         }
         Ok(changes)
     }
@@ -945,15 +1116,21 @@ where
 
     fn is_healthy(&self, desired: &DesiredState) -> bool {
         let observed = self.runtime.observe();
-        only_wasm(desired).workloads.iter().all(|(id, w)| {
-            observed.get(id).is_some_and(|o| {
-                o.hash == w.hash
-                    && matches!(
-                        o.health,
-                        WorkloadHealth::Running | WorkloadHealth::Completed
-                    )
+        let k3s_ready = desired
+            .workloads
+            .values()
+            .filter(|w| w.k3s.is_some())
+            .all(|w| self.cluster.is_none() || self.k3s_health(w).0 == "running");
+        k3s_ready
+            && only_wasm(desired).workloads.iter().all(|(id, w)| {
+                observed.get(id).is_some_and(|o| {
+                    o.hash == w.hash
+                        && matches!(
+                            o.health,
+                            WorkloadHealth::Running | WorkloadHealth::Completed
+                        )
+                })
             })
-        })
     }
 
     /// Re-converges on the applied release (restarting what is missing) and promotes it to
@@ -989,8 +1166,47 @@ where
         })
     }
 
+    /// A k3s workload's state for status (`running`, `progressing`, `failed`, `stopped`) and
+    /// why: the worst of its objects as last observed.
+    fn k3s_health(&self, w: &DesiredWorkload) -> (&'static str, Option<String>) {
+        let Some(spec) = &w.k3s else {
+            return ("notApplied", None);
+        };
+        let live = self.k3s_live.get(&w.app);
+        let mut worst = ("running", None);
+        for o in &spec.objects {
+            let Some(r) = ObjectRef::of(o) else { continue };
+            let (state, reason) = match live.and_then(|l| l.get(&r)) {
+                None | Some(None) => ("stopped", Some(format!("{r} is not on the cluster"))),
+                Some(Some(Health::Ready)) => ("running", None),
+                Some(Some(Health::Progressing { reason })) => {
+                    ("progressing", Some(format!("{r}: {reason}")))
+                }
+                Some(Some(Health::Failed { reason })) => ("failed", Some(format!("{r}: {reason}"))),
+            };
+            let rank = |s: &str| match s {
+                "failed" => 3,
+                "stopped" => 2,
+                "progressing" => 1,
+                _ => 0,
+            };
+            if rank(state) > rank(worst.0) {
+                worst = (state, reason);
+            }
+        }
+        worst
+    }
+
     fn save(&mut self) {
         let observed = self.runtime.observe();
+        let k3s: BTreeMap<String, (&'static str, Option<String>)> = self
+            .state
+            .applied
+            .iter()
+            .flat_map(|a| a.desired.workloads.iter())
+            .filter(|(_, w)| w.k3s.is_some() && self.cluster.is_some())
+            .map(|(id, w)| (id.clone(), self.k3s_health(w)))
+            .collect();
         self.state.workloads = self
             .state
             .applied
@@ -1003,6 +1219,10 @@ where
                         .get(id)
                         .filter(|o| o.hash == w.hash)
                         .map(|o| o.health),
+                    k3s: k3s.get(id).map(|(state, reason)| K3sRecord {
+                        state: state.to_string(),
+                        reason: reason.clone(),
+                    }),
                 };
                 (id.clone(), record)
             })

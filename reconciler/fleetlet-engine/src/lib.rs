@@ -5,6 +5,7 @@
 pub mod artifacts;
 pub mod cluster;
 pub mod engine;
+pub mod k3s;
 pub mod ports;
 pub mod record;
 pub mod registry;

@@ -45,6 +45,10 @@ pub struct AgentState {
     /// possible freeze attack: someone replays an old, validly signed state).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stale_source: Option<String>,
+    /// Per app: every Kubernetes object fleetlet applied for it (and the hash of what it
+    /// applied). Prune deletes only what is listed here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inventories: BTreeMap<String, fleetlet_core::k8s::Inventory>,
 }
 
 impl AgentState {
@@ -81,6 +85,19 @@ pub struct WorkloadRecord {
     /// `None` when the runtime does not run it (yet).
     #[serde(default)]
     pub health: Option<WorkloadHealth>,
+    /// k3s workloads: the state of their objects on the cluster, as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sRecord>,
+}
+
+/// How a k3s workload's objects were doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct K3sRecord {
+    /// `running` (all Ready), `progressing`, `failed`, or `stopped` (objects missing).
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use crate::record::{AgentState, CycleError, ReleaseRoots};
 use crate::trust::Signer;
 
 /// Every value of [`WorkloadStatus::state`].
-pub const WORKLOAD_STATES: [&str; 8] = [
+pub const WORKLOAD_STATES: [&str; 9] = [
     "running",
     "restarting",
     "completed",
@@ -14,6 +14,7 @@ pub const WORKLOAD_STATES: [&str; 8] = [
     "stale",
     "notApplied",
     "held",
+    "progressing",
 ];
 use fleetlet_core::render::WasmKind;
 use fleetlet_core::{ObservedWorkload, WorkloadHealth};
@@ -89,11 +90,15 @@ impl Status {
                     (_, Some(k)) => (k.manifests.clone(), None),
                     _ => (String::new(), None),
                 };
+                let k3s = state.workloads.get(id).and_then(|r| r.k3s.as_ref());
                 let (state, reason) = match (w.wasm.is_some(), observed.get(id)) {
-                    (false, _) => (
-                        "notApplied",
-                        Some("this agent has no k3s applier yet".to_string()),
-                    ),
+                    (false, _) => match k3s {
+                        Some(k) => (k.state.as_str(), k.reason.clone()),
+                        None => (
+                            "notApplied",
+                            Some("no k3s cluster is configured on this agent".to_string()),
+                        ),
+                    },
                     (true, None) => ("stopped", None),
                     (true, Some(o)) if o.hash != w.hash => {
                         ("stale", Some("runs another version".into()))

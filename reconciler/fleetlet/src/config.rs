@@ -173,6 +173,23 @@ fn default_timeout() -> DurationSpec {
 pub struct RuntimesConfig {
     #[serde(default)]
     pub wasm: WasmConfig,
+    /// The site's k3s cluster. Without this section, k3s workloads are not applied (status
+    /// shows them as `notApplied`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sConfig>,
+}
+
+/// How the agent reaches the site's k3s API server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct K3sConfig {
+    /// A kubeconfig. Default: k3s's `/etc/rancher/k3s/k3s.yaml` when it exists, else the
+    /// in-cluster service account, else `$KUBECONFIG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Timeout of each API request (default 30s).
+    #[serde(default = "default_timeout")]
+    pub timeout: DurationSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -281,6 +298,11 @@ impl AgentConfig {
             &mut cfg.source.git.known_hosts,
             &mut cfg.registries.docker_config,
             &mut cfg.trust.commit_signers.allowed_signers,
+            cfg.runtimes
+                .k3s
+                .as_mut()
+                .map(|k| &mut k.kubeconfig)
+                .unwrap_or(&mut None),
         ]
         .into_iter()
         .chain(host_cas)

@@ -1,0 +1,398 @@
+//! The engine's k3s steps with an in-memory cluster: apply with labels and inventory, prune
+//! (never what opts out or what fleetlet did not create), a no-op cycle that writes nothing
+//! and lists each kind once, a dry run that holds an invalid release, an API that goes away.
+
+use fleetlet_core::k8s::ObjectRef;
+use fleetlet_core::render::DesiredWorkload;
+use fleetlet_core::{ObservedWorkload, RepoTree};
+use fleetlet_engine::cluster::{ApplyOptions, Cluster, ClusterError};
+use fleetlet_engine::ports::*;
+use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
+use serde_json::{Value, json};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+#[derive(Default)]
+struct Api {
+    objects: BTreeMap<ObjectRef, Value>,
+    /// `VERB kind[/name]` per request.
+    log: Vec<String>,
+    down: bool,
+}
+
+/// A cluster that keeps objects in a map. Not modelled: field ownership, defaulting,
+/// namespaces of objects that omit one, controllers (tests write status).
+#[derive(Clone, Default)]
+struct FakeCluster(Rc<RefCell<Api>>);
+
+impl FakeCluster {
+    fn requests(&self) -> Vec<String> {
+        std::mem::take(&mut self.0.borrow_mut().log)
+    }
+    fn names(&self) -> Vec<String> {
+        self.0
+            .borrow()
+            .objects
+            .keys()
+            .map(|r| r.to_string())
+            .collect()
+    }
+    fn set_status(&self, r: &str, status: Value) {
+        let mut api = self.0.borrow_mut();
+        let key = api
+            .objects
+            .keys()
+            .find(|k| k.to_string() == r)
+            .cloned()
+            .unwrap();
+        api.objects.get_mut(&key).unwrap()["status"] = status;
+    }
+    fn insert_foreign(&self, o: Value) {
+        self.0
+            .borrow_mut()
+            .objects
+            .insert(ObjectRef::of(&o).unwrap(), o);
+    }
+}
+
+impl Cluster for FakeCluster {
+    fn apply(&self, object: &Value, options: ApplyOptions) -> Result<Value, ClusterError> {
+        let r = ObjectRef::of(object).unwrap();
+        let mut api = self.0.borrow_mut();
+        if api.down {
+            return Err(ClusterError::Unavailable("connection refused".into()));
+        }
+        let verb = if options.dry_run { "DRYRUN" } else { "PATCH" };
+        api.log.push(format!("{verb} {}/{}", r.kind, r.name));
+        if object["spec"]["invalid"] == json!(true) {
+            return Err(ClusterError::Invalid {
+                object: r.to_string(),
+                message: "spec.invalid: Unsupported value".into(),
+            });
+        }
+        let mut stored = object.clone();
+        if let Some(old) = api.objects.get(&r) {
+            stored["status"] = old["status"].clone();
+        }
+        if !options.dry_run {
+            api.objects.insert(r, stored.clone());
+        }
+        Ok(stored)
+    }
+    fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ClusterError> {
+        let mut api = self.0.borrow_mut();
+        if api.down {
+            return Err(ClusterError::Unavailable("connection refused".into()));
+        }
+        api.log.push(format!("GET {}/{}", r.kind, r.name));
+        Ok(api.objects.get(r).cloned())
+    }
+    fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        selector: &str,
+    ) -> Result<Vec<Value>, ClusterError> {
+        let mut api = self.0.borrow_mut();
+        if api.down {
+            return Err(ClusterError::Unavailable("connection refused".into()));
+        }
+        api.log.push(format!("LIST {kind}"));
+        let (k, v) = selector.split_once('=').unwrap();
+        Ok(api
+            .objects
+            .iter()
+            .filter(|(r, o)| {
+                r.api_version == api_version && r.kind == kind && o["metadata"]["labels"][k] == v
+            })
+            .map(|(_, o)| o.clone())
+            .collect())
+    }
+    fn delete(&self, r: &ObjectRef) -> Result<bool, ClusterError> {
+        let mut api = self.0.borrow_mut();
+        if api.down {
+            return Err(ClusterError::Unavailable("connection refused".into()));
+        }
+        api.log.push(format!("DELETE {}/{}", r.kind, r.name));
+        Ok(api.objects.remove(r).is_some())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Source(Rc<RefCell<(u32, BTreeMap<String, String>)>>);
+
+impl Source {
+    fn commit(&self, files: &[(&str, &str)]) {
+        let mut s = self.0.borrow_mut();
+        s.0 += 1;
+        s.1 = files
+            .iter()
+            .map(|(p, c)| (p.to_string(), c.to_string()))
+            .collect();
+    }
+}
+
+impl fleetlet_engine::ports::Source for Source {
+    fn poll(&mut self, _: Option<&str>) -> Result<Poll, SourceError> {
+        Ok(Poll::Changed(Revision {
+            commit: format!("c{}", self.0.borrow().0),
+            reference: "refs/heads/main".into(),
+            summary: String::new(),
+            time: 0,
+        }))
+    }
+    fn read_tree(&self, _: &str) -> Result<RepoTree, SourceError> {
+        let mut t = RepoTree::new();
+        t.insert(
+            "site.yaml",
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: s1}\nspec: {runtimes: [k3s]}\n",
+        );
+        t.insert(
+            "app.yaml",
+            "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: shop}\nspec:\n  targets: [{sites: [s1]}]\n  workloads:\n    - {name: web, runtime: k3s, manifests: k3s/web}\n",
+        );
+        for (p, c) in &self.0.borrow().1 {
+            t.insert(p.as_str(), c.as_str());
+        }
+        Ok(t)
+    }
+    fn descends_from(&self, _: &str, _: &str) -> Result<bool, SourceError> {
+        Ok(true)
+    }
+}
+
+struct NoRuntime;
+impl WorkloadRuntime for NoRuntime {
+    type Prepared = ();
+    fn observe(&self) -> BTreeMap<String, ObservedWorkload> {
+        BTreeMap::new()
+    }
+    fn prepare(&self, _: &DesiredWorkload, _: &[u8]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn activate(&self, _: ()) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+    fn stop(&self, _: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct MemState(Rc<RefCell<Option<AgentState>>>);
+impl StateStore for MemState {
+    fn load(&self) -> Result<Option<AgentState>, StateError> {
+        Ok(self.0.borrow().clone())
+    }
+    fn save(&self, s: &AgentState) -> Result<(), StateError> {
+        *self.0.borrow_mut() = Some(s.clone());
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct NoBlobs;
+impl BlobStore for NoBlobs {
+    fn put(&self, bytes: &[u8]) -> Result<fleetlet_core::Digest, StoreError> {
+        Ok(fleetlet_core::Digest::of(bytes))
+    }
+    fn get(&self, _: &fleetlet_core::Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(None)
+    }
+}
+impl fleetlet_engine::registry::ArtifactStore for NoBlobs {
+    fn contains(&self, _: &fleetlet_core::Digest) -> bool {
+        false
+    }
+    fn begin(
+        &self,
+        _: &fleetlet_core::Digest,
+        _: u64,
+    ) -> Result<Option<Box<dyn fleetlet_engine::registry::BlobUpload + '_>>, StoreError> {
+        unreachable!()
+    }
+    fn tag(&self, _: &str, _: &fleetlet_engine::registry::Descriptor) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn collect_garbage(
+        &self,
+        _: &std::collections::BTreeSet<fleetlet_core::Digest>,
+    ) -> Result<(usize, u64), StoreError> {
+        Ok((0, 0))
+    }
+}
+
+const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {greeting: hello}\n";
+const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop, generation: 1}\nspec: {replicas: 1}\n";
+
+fn ready_deployment() -> Value {
+    json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
+}
+
+fn world() -> (
+    Source,
+    FakeCluster,
+    Engine<Source, NoRuntime, NoBlobs, MemState>,
+) {
+    let source = Source::default();
+    let cluster = FakeCluster::default();
+    let engine = Engine::new(
+        "s1".into(),
+        source.clone(),
+        NoRuntime,
+        NoBlobs,
+        MemState::default(),
+    )
+    .unwrap()
+    .with_cluster(Box::new(cluster.clone()));
+    (source, cluster, engine)
+}
+
+#[test]
+fn applies_in_order_with_labels_then_a_no_op_cycle_writes_nothing() {
+    let (source, cluster, mut e) = world();
+    source.commit(&[
+        ("k3s/web/deploy.yaml", DEPLOY),
+        ("k3s/web/ns.yaml", NS),
+        ("k3s/web/cm.yaml", CM),
+    ]);
+    assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
+    let writes: Vec<String> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PATCH"))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "PATCH Namespace/shop",
+            "PATCH ConfigMap/settings",
+            "PATCH Deployment/web"
+        ],
+        "namespaces first, then config, then workloads"
+    );
+    let deploy = cluster
+        .0
+        .borrow()
+        .objects
+        .values()
+        .find(|o| o["kind"] == "Deployment")
+        .cloned()
+        .unwrap();
+    assert_eq!(deploy["metadata"]["labels"]["fleetlet.dev/app"], "shop");
+    assert_eq!(
+        deploy["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "fleetlet"
+    );
+    assert_eq!(e.state().inventories["shop"].entries.len(), 3);
+    assert_eq!(
+        e.status().workloads[0].state,
+        "progressing",
+        "{:?}",
+        e.status().workloads
+    );
+
+    // The Deployment rolls out; the same commit again: no write, one list per kind.
+    cluster.set_status("Deployment/shop/web", ready_deployment());
+    assert_eq!(e.reconcile(2), CycleOutcome::Unchanged);
+    let requests = cluster.requests();
+    assert!(
+        requests.iter().all(|r| r.starts_with("LIST")),
+        "{requests:?}"
+    );
+    assert!(requests.len() <= 3, "{requests:?}");
+    assert_eq!(e.status().workloads[0].state, "running");
+    assert_eq!(e.status().last_known_good_commit.as_deref(), Some("c1"));
+}
+
+#[test]
+fn prunes_what_left_the_repo_but_never_what_opts_out_or_is_not_ours() {
+    let (source, cluster, mut e) = world();
+    let kept = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kept, namespace: shop, annotations: {fleetlet.dev/prune: disabled}}\n";
+    source.commit(&[
+        ("k3s/web/ns.yaml", NS),
+        ("k3s/web/cm.yaml", CM),
+        ("k3s/web/kept.yaml", kept),
+    ]);
+    e.reconcile(1);
+    // Someone else's object that happens to share a name fleetlet once applied is not touched.
+    cluster.insert_foreign(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "theirs", "namespace": "shop"}}));
+    source.commit(&[("k3s/web/ns.yaml", NS)]);
+    cluster.requests();
+    assert!(matches!(e.reconcile(2), CycleOutcome::Applied { .. }));
+    let deletes: Vec<String> = cluster
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("DELETE"))
+        .collect();
+    assert_eq!(deletes, ["DELETE ConfigMap/settings"]);
+    assert_eq!(
+        cluster.names(),
+        [
+            "ConfigMap/shop/kept",
+            "Namespace/shop",
+            "Secret/shop/theirs"
+        ]
+    );
+    assert_eq!(e.state().inventories["shop"].entries.len(), 1);
+}
+
+#[test]
+fn an_object_the_api_refuses_holds_the_release_before_anything_changes() {
+    let (source, cluster, mut e) = world();
+    source.commit(&[("k3s/web/ns.yaml", NS), ("k3s/web/cm.yaml", CM)]);
+    e.reconcile(1);
+    cluster.requests();
+    let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: bad, namespace: shop}\nspec: {invalid: true}\n";
+    source.commit(&[("k3s/web/ns.yaml", NS), ("k3s/web/bad.yaml", bad)]);
+    assert_eq!(
+        e.reconcile(2),
+        CycleOutcome::Rejected {
+            commit: Some("c2".into()),
+            stage: Stage::Prepare
+        }
+    );
+    assert!(
+        cluster
+            .requests()
+            .iter()
+            .all(|r| !r.starts_with("PATCH") && !r.starts_with("DELETE"))
+    );
+    let err = e.state().last_error.clone().unwrap();
+    assert!(
+        err.message.contains("ConfigMap/shop/bad") && !err.retryable,
+        "{err:?}"
+    );
+    assert!(
+        cluster
+            .names()
+            .contains(&"ConfigMap/shop/settings".to_string()),
+        "nothing pruned"
+    );
+}
+
+#[test]
+fn an_api_that_goes_away_is_retried_and_nothing_is_recorded_as_applied() {
+    let (source, cluster, mut e) = world();
+    source.commit(&[("k3s/web/ns.yaml", NS)]);
+    e.reconcile(1);
+    source.commit(&[("k3s/web/ns.yaml", NS), ("k3s/web/cm.yaml", CM)]);
+    cluster.0.borrow_mut().down = true;
+    let out = e.reconcile(2);
+    assert!(matches!(out, CycleOutcome::Rejected { .. }), "{out:?}");
+    let err = e.state().last_error.clone().unwrap();
+    assert!(
+        err.retryable && err.message.contains("unavailable"),
+        "{err:?}"
+    );
+    assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
+    cluster.0.borrow_mut().down = false;
+    assert!(matches!(e.reconcile(3), CycleOutcome::Applied { .. }));
+    assert!(
+        cluster
+            .names()
+            .contains(&"ConfigMap/shop/settings".to_string())
+    );
+}
