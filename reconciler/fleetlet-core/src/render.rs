@@ -108,6 +108,31 @@ impl DesiredWorkload {
         self.rehash();
     }
 
+    /// Every container image a k3s workload's manifests name (sorted, once each).
+    pub fn container_images(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .k3s
+            .iter()
+            .flat_map(|k| k.objects.iter())
+            .flat_map(crate::k8s::images)
+            .map(|(_, image)| image)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Rewrites the container images of a k3s workload's manifests to the pinned references in
+    /// `pins` (image as written → `…@sha256:…`).
+    pub fn pin_images(&mut self, pins: &std::collections::BTreeMap<String, String>) {
+        if let Some(k) = &mut self.k3s {
+            for o in &mut k.objects {
+                crate::k8s::pin_images(o, pins);
+            }
+        }
+        self.rehash();
+    }
+
     fn rehash(&mut self) {
         self.hash = Digest::from_bytes([0; 32]);
         self.hash = Digest::of(&canonical_json(&*self));

@@ -500,6 +500,44 @@ where
             }
         }
 
+        // Container images of k3s workloads: verified artifacts of this release like
+        // components, in the site's store (its mirror serves them to k3s offline), and pinned
+        // to digests in the manifests before anything is applied.
+        if self.cluster.is_some() {
+            let mut image_pins: BTreeMap<String, String> = BTreeMap::new();
+            for w in desired.workloads.values_mut() {
+                for image in w.container_images() {
+                    let pin = match pins.get(&image) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p =
+                                self.pull_artifact(&image, false)
+                                    .map_err(|(m, retryable)| {
+                                        err(
+                                            Stage::Store,
+                                            format!("pulling image {image} of {}: {m}", w.id()),
+                                            vec![],
+                                            retryable,
+                                        )
+                                    })?;
+                            pins.insert(image.clone(), p.clone());
+                            p
+                        }
+                    };
+                    match &pin.verification {
+                        Verification::NotRequired => {}
+                        Verification::Passed(v) => {
+                            artifacts.insert(pin.pinned.clone(), v.clone());
+                        }
+                        Verification::Failed(reason) => {
+                            failures.push((w.id(), format!("{}: {reason}", pin.pinned)))
+                        }
+                    }
+                    image_pins.insert(image, pin.pinned.clone());
+                }
+                w.pin_images(&image_pins);
+            }
+        }
         // A workload whose artifact failed verification never starts. Atomic releases (the
         // default) are held whole; otherwise only that workload is, at its previous version.
         let mut held = BTreeMap::new();
@@ -763,7 +801,7 @@ where
                 .cloned()
                 .collect();
             if !to_send.is_empty() {
-                let problems = k3s::dry_run(cluster, &to_send).map_err(fail)?;
+                let problems = k3s::dry_run(cluster, &to_send, &live).map_err(fail)?;
                 if !problems.is_empty() {
                     return Err(CycleError {
                         at: 0,
@@ -839,6 +877,17 @@ where
     /// Pulls an image component into the store, with its signature material when the policy
     /// requires a signature, and verifies it; or (message, retryable).
     fn pull_component(&self, image: &str) -> Result<PulledComponent, (String, bool)> {
+        self.pull_artifact(image, true)
+    }
+
+    /// Pulls an artifact (a Wasm component, or — `component: false` — a container image for
+    /// k3s, all of its blobs for this platform, so the site's mirror serves it offline) and
+    /// verifies it as the policy requires.
+    fn pull_artifact(
+        &self,
+        image: &str,
+        component: bool,
+    ) -> Result<PulledComponent, (String, bool)> {
         let parsed = image
             .parse::<ArtifactRef>()
             .map_err(|e| (e.to_string(), false))?;
@@ -877,16 +926,21 @@ where
         };
         let pulled = pull(registry, &self.blobs, &reference, &Platform::host())
             .map_err(|e| (e.to_string(), e.is_transient()))?;
-        let layer =
-            wasm_layer(&pulled.resolved.config, &pulled.resolved.layers).ok_or_else(|| {
-                (
-                    format!(
-                        "{}: not a Wasm component artifact (no application/wasm layer)",
-                        pulled.resolved.pinned
-                    ),
-                    false,
-                )
-            })?;
+        let layer = if component {
+            wasm_layer(&pulled.resolved.config, &pulled.resolved.layers)
+                .ok_or_else(|| {
+                    (
+                        format!(
+                            "{}: not a Wasm component artifact (no application/wasm layer)",
+                            pulled.resolved.pinned
+                        ),
+                        false,
+                    )
+                })?
+                .clone()
+        } else {
+            pulled.resolved.manifest.clone()
+        };
         let pinned = match (&layout_path, pulled.resolved.pinned.digest) {
             (Some(path), Some(d)) => format!("oci:{path}@{d}"),
             _ => pulled.resolved.pinned.to_string(),

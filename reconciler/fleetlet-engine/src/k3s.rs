@@ -99,14 +99,29 @@ fn kinds_defined_by_crds(objects: &[Value]) -> BTreeSet<(String, String)> {
 }
 
 /// Prepare: a server-side dry run of every object. Returns every problem (invalid objects,
-/// conflicts with other field managers), or the cluster error that stopped it.
-pub fn dry_run(cluster: &dyn Cluster, objects: &[Value]) -> Result<Vec<String>, ClusterError> {
+/// conflicts with other field managers), or the cluster error that stopped it. Objects whose
+/// kind or namespace the same set creates cannot be dry-run before it exists: the apply
+/// checks them.
+pub fn dry_run(
+    cluster: &dyn Cluster,
+    objects: &[Value],
+    live: &BTreeSet<ObjectRef>,
+) -> Result<Vec<String>, ClusterError> {
     let pending = kinds_defined_by_crds(objects);
+    let new_namespaces: BTreeSet<String> = objects
+        .iter()
+        .filter_map(ObjectRef::of)
+        .filter(|r| r.kind == "Namespace" && r.api_version == "v1" && !live.contains(r))
+        .map(|r| r.name)
+        .collect();
     let mut problems = Vec::new();
     for o in objects {
         let r = ObjectRef::of(o);
         if let Some(r) = &r
-            && pending.contains(&(r.api_version.clone(), r.kind.clone()))
+            && (pending.contains(&(r.api_version.clone(), r.kind.clone()))
+                || r.namespace
+                    .as_ref()
+                    .is_some_and(|n| new_namespaces.contains(n)))
         {
             continue;
         }
@@ -202,7 +217,12 @@ pub fn prune(
     let mut live = BTreeMap::new();
     let mut opted_out = BTreeSet::new();
     for r in old.entries.keys().filter(|r| !new.entries.contains_key(*r)) {
-        match cluster.get(r)? {
+        let found = match cluster.get(r) {
+            // Its kind is no longer served (its CRD went): nothing of it is left to delete.
+            Err(ClusterError::UnknownKind { .. }) => None,
+            other => other?,
+        };
+        match found {
             None => {}
             Some(o) => {
                 let ours = o["metadata"]["labels"][MANAGED_BY_LABEL].as_str() == Some(MANAGED_BY);
@@ -240,7 +260,12 @@ pub fn observe(
     let mut found: BTreeMap<ObjectRef, Health> = BTreeMap::new();
     let selector = format!("{APP_LABEL}={app}");
     for (api_version, kind) in kinds {
-        for o in cluster.list(api_version, kind, &selector)? {
+        let listed = match cluster.list(api_version, kind, &selector) {
+            // A kind no longer served (its CRD went) has no objects left.
+            Err(ClusterError::UnknownKind { .. }) => vec![],
+            other => other?,
+        };
+        for o in listed {
             if let Some(r) = ObjectRef::of(&o) {
                 found.insert(r, k8s::health(&o));
             }

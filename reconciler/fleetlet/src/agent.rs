@@ -162,6 +162,19 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     let mirror_store = blobs.clone();
     let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
+    let cluster = match &cfg.runtimes.k3s {
+        None => None,
+        Some(k) => Some(
+            fleetlet_k3s::K3sCluster::new(
+                fleetlet_k3s::K3sConfig {
+                    kubeconfig: k.kubeconfig.clone(),
+                    timeout: k.timeout.as_duration(),
+                },
+                rt.handle().clone(),
+            )
+            .context("configuring access to the k3s API server")?,
+        ),
+    };
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
         .with_verifier(Box::new(policy))
@@ -171,6 +184,10 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
             cfg.registries.local_layouts.clone(),
         )))
         .keep_releases(cfg.registries.keep_releases);
+    if let Some(cluster) = cluster {
+        info!(source = %cluster.source(), "applying k3s workloads");
+        engine = engine.with_cluster(Box::new(cluster));
+    }
 
     let shared = Arc::new(Shared {
         status: RwLock::new(engine.status()),
