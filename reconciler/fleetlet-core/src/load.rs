@@ -695,6 +695,9 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             if w.manifests.is_some() {
                 err("manifests", "only k3s workloads take manifests".into());
             }
+            if w.k3s.is_some() {
+                err("k3s", "only k3s workloads take k3s options".into());
+            }
             for k in w.env.keys() {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
                     err("env", format!("invalid environment variable name {k:?}"));

@@ -207,6 +207,41 @@ pub struct Workload {
     /// `k3s`: a folder of plain Kubernetes manifests in the repo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifests: Option<String>,
+    /// `k3s`: how long the applied objects may take to become healthy, what happens when they
+    /// do not, and what happens to changes made on the cluster by hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k3s: Option<K3sOptions>,
+}
+
+/// Health and drift policy of a k3s workload.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct K3sOptions {
+    /// How long the objects may take to become Ready after an apply (default 5m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<DurationSpec>,
+    /// `rollback` (default): return to the last-known-good release when the objects fail or
+    /// time out; `report`: keep them and report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_unhealthy: Option<OnUnhealthy>,
+    /// `correct` (default): changes made on the cluster to fields fleetlet applies are undone;
+    /// `report`: they are only counted and shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<DriftMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OnUnhealthy {
+    Rollback,
+    Report,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DriftMode {
+    Correct,
+    Report,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

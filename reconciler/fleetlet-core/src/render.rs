@@ -3,7 +3,7 @@
 
 use crate::digest::Digest;
 use crate::load::{Fleet, apply_override, target_matches};
-use crate::model::{Capabilities, Runtime, Site, SiteName, Workload};
+use crate::model::{Capabilities, DriftMode, OnUnhealthy, Runtime, Site, SiteName, Workload};
 use crate::reference::ArtifactRef;
 use crate::tree::{RepoTree, normalize};
 use crate::units::{ByteSize, DurationSpec, Port};
@@ -168,7 +168,16 @@ pub struct K3sSpec {
     pub manifests: String,
     /// The manifests' documents, in path order then document order.
     pub objects: Vec<serde_json::Value>,
+    /// How long the objects may take to become Ready after an apply.
+    pub health_timeout: DurationSpec,
+    pub on_unhealthy: OnUnhealthy,
+    pub drift: DriftMode,
 }
+
+/// Default time k3s objects have to become Ready after an apply: 5 minutes (Flux's default
+/// health-check timeout is the apply interval; rollouts of edge images over slow links take
+/// minutes).
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 5 * 60 * 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
@@ -354,9 +363,15 @@ fn resolve(
                     }
                 }
             }
+            let options = w.k3s.clone().unwrap_or_default();
             out.k3s = Some(K3sSpec {
                 manifests: dir,
                 objects,
+                health_timeout: options
+                    .health_timeout
+                    .unwrap_or(DurationSpec(DEFAULT_HEALTH_TIMEOUT_MS)),
+                on_unhealthy: options.on_unhealthy.unwrap_or(OnUnhealthy::Rollback),
+                drift: options.drift.unwrap_or(DriftMode::Correct),
             });
         }
     }

@@ -1205,6 +1205,9 @@ where
                 warn!(error = %e.message, "could not re-start workloads of the applied release")
             }
         }
+        if let Some(e) = self.check_k3s_health(&applied, now) {
+            return Some(e);
+        }
         let promote = self.state.last_known_good.as_ref().map(|l| &l.revision)
             != Some(&applied.revision)
             && now > applied.applied_at
@@ -1220,6 +1223,90 @@ where
         })
     }
 
+    /// Judges the applied release's k3s workloads: one that failed, or is not Ready within its
+    /// health timeout, is unhealthy. Per its policy the site returns to the last-known-good
+    /// release (the commit is then refused until the ref moves), or the failure is reported
+    /// while it keeps running.
+    fn check_k3s_health(&mut self, applied: &AppliedRelease, now: i64) -> Option<CycleError> {
+        self.cluster.as_ref()?;
+        let mut unhealthy: Vec<(String, String, fleetlet_core::model::OnUnhealthy)> = Vec::new();
+        for w in applied.desired.workloads.values() {
+            let Some(spec) = &w.k3s else { continue };
+            let (state, reason) = self.k3s_health(w);
+            let waited = now - applied.applied_at;
+            let timeout = spec.health_timeout.as_duration().as_secs() as i64;
+            let verdict = match state {
+                "failed" => reason.unwrap_or_default(),
+                "running" => continue,
+                _ if waited > timeout => format!(
+                    "not healthy {}s after the apply (timeout {}): {}",
+                    waited,
+                    spec.health_timeout,
+                    reason.unwrap_or_default()
+                ),
+                _ => continue,
+            };
+            unhealthy.push((w.id(), verdict, spec.on_unhealthy));
+        }
+        if unhealthy.is_empty() {
+            return None;
+        }
+        let details: Vec<String> = unhealthy
+            .iter()
+            .map(|(id, why, _)| format!("{id}: {why}"))
+            .collect();
+        let mut err = CycleError {
+            at: now,
+            stage: Stage::Health,
+            commit: Some(applied.revision.commit.clone()),
+            message: format!(
+                "{} k3s workload(s) unhealthy: {}",
+                details.len(),
+                details[0]
+            ),
+            details,
+            retryable: true,
+        };
+        let rollback = unhealthy
+            .iter()
+            .any(|(_, _, p)| *p == fleetlet_core::model::OnUnhealthy::Rollback);
+        let lkg = self
+            .state
+            .last_known_good
+            .clone()
+            .filter(|l| l.revision != applied.revision);
+        match (rollback, lkg) {
+            (true, Some(lkg)) => {
+                warn!(commit = %applied.revision.commit, to = %lkg.revision.commit, error = %err.message, "unhealthy release: returning to the last-known-good");
+                match self.converge(&lkg.desired, Some(&applied.desired)) {
+                    Ok(_) => {
+                        err.message = format!(
+                            "{}; rolled back to the last-known-good {}",
+                            err.message,
+                            short(&lkg.revision.commit)
+                        );
+                        // Only a new commit is tried again.
+                        err.retryable = false;
+                        self.state.applied = Some(AppliedRelease {
+                            applied_at: now,
+                            ..lkg
+                        });
+                        self.state.refused = Some(err.clone());
+                    }
+                    Err(e) => err.details.push(format!(
+                        "returning to the last-known-good failed: {}",
+                        e.message
+                    )),
+                }
+            }
+            (true, None) => err
+                .details
+                .push("no last-known-good release to return to".into()),
+            (false, _) => {}
+        }
+        Some(err)
+    }
+
     /// A k3s workload's state for status (`running`, `progressing`, `failed`, `stopped`) and
     /// why: the worst of its objects as last observed.
     fn k3s_health(&self, w: &DesiredWorkload) -> (&'static str, Option<String>) {
@@ -1230,7 +1317,18 @@ where
         let mut worst = ("running", None);
         for o in &spec.objects {
             let Some(r) = ObjectRef::of(o) else { continue };
-            let (state, reason) = match live.and_then(|l| l.get(&r)) {
+            // A namespaced object that names no namespace lives in `default`.
+            let seen = live.and_then(|l| {
+                l.get(&r).or_else(|| {
+                    r.namespace.is_none().then(|| {
+                        l.get(&ObjectRef {
+                            namespace: Some("default".into()),
+                            ..r.clone()
+                        })
+                    })?
+                })
+            });
+            let (state, reason) = match seen {
                 None | Some(None) => ("stopped", Some(format!("{r} is not on the cluster"))),
                 Some(Some(Health::Ready)) => ("running", None),
                 Some(Some(Health::Progressing { reason })) => {

@@ -157,6 +157,8 @@ pub enum Stage {
     Verify,
     Prepare,
     Apply,
+    /// Applied, but not healthy in time (k3s).
+    Health,
     State,
 }
 

@@ -396,3 +396,72 @@ fn an_api_that_goes_away_is_retried_and_nothing_is_recorded_as_applied() {
             .contains(&"ConfigMap/shop/settings".to_string())
     );
 }
+
+fn app_with_options(options: &str) -> String {
+    format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {{name: shop}}\nspec:\n  targets: [{{sites: [s1]}}]\n  workloads:\n    - {{name: web, runtime: k3s, manifests: k3s/web, k3s: {options}}}\n"
+    )
+}
+
+#[test]
+fn a_release_not_healthy_in_time_returns_to_the_last_known_good_or_is_reported() {
+    for (options, rolls_back) in [
+        ("{healthTimeout: 5m}", true),
+        ("{healthTimeout: 5m, onUnhealthy: report}", false),
+    ] {
+        let (source, cluster, mut e) = world();
+        let app = app_with_options(options);
+        source.commit(&[("app.yaml", &app), ("k3s/web/deploy.yaml", DEPLOY)]);
+        assert!(matches!(e.reconcile(100), CycleOutcome::Applied { .. }));
+        cluster.set_status("Deployment/shop/web", ready_deployment());
+        e.reconcile(101);
+        assert_eq!(e.status().last_known_good_commit.as_deref(), Some("c1"));
+
+        // c2 changes the Deployment; its rollout never finishes.
+        let v2 = DEPLOY
+            .replace("generation: 1", "generation: 2")
+            .replace("replicas: 1", "replicas: 2");
+        source.commit(&[("app.yaml", &app), ("k3s/web/deploy.yaml", &v2)]);
+        assert!(matches!(e.reconcile(200), CycleOutcome::Applied { .. }));
+        assert_eq!(e.status().workloads[0].state, "progressing");
+        // Within the timeout: waiting, no verdict.
+        assert_eq!(e.reconcile(400), CycleOutcome::Unchanged);
+        assert!(e.state().last_error.is_none(), "{:?}", e.state().last_error);
+        // After it: unhealthy.
+        e.reconcile(501);
+        let err = e.state().last_error.clone().unwrap();
+        assert_eq!(err.stage, Stage::Health, "{err:?}");
+        assert!(
+            err.message.contains("shop/web") && err.message.contains("timeout 5m"),
+            "{err:?}"
+        );
+        let replicas = cluster
+            .0
+            .borrow()
+            .objects
+            .values()
+            .find(|o| o["kind"] == "Deployment")
+            .unwrap()["spec"]["replicas"]
+            .clone();
+        if rolls_back {
+            assert!(
+                err.message
+                    .contains("rolled back to the last-known-good c1"),
+                "{err:?}"
+            );
+            assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
+            assert_eq!(replicas, json!(1), "the last-known-good manifests are back");
+            // c2 is not applied again until the ref moves.
+            assert_eq!(
+                e.reconcile(502),
+                CycleOutcome::Rejected {
+                    commit: Some("c2".into()),
+                    stage: Stage::Health
+                }
+            );
+        } else {
+            assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c2");
+            assert_eq!(replicas, json!(2), "reported, kept");
+        }
+    }
+}
