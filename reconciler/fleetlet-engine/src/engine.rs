@@ -96,7 +96,13 @@ where
     cluster: Option<Box<dyn Cluster>>,
     /// Per app: the live health of its inventoried objects, as last observed.
     k3s_live: BTreeMap<String, BTreeMap<ObjectRef, Option<Health>>>,
+    /// Seconds between drift checks of k3s objects.
+    drift_interval: i64,
+    last_drift_check: i64,
 }
+
+/// Default seconds between drift checks (a server-side dry run per object).
+pub const DEFAULT_DRIFT_INTERVAL: i64 = 300;
 
 /// What one app's k3s objects need this cycle.
 struct K3sPlan {
@@ -170,6 +176,8 @@ where
             blocked: None,
             cluster: None,
             k3s_live: BTreeMap::new(),
+            drift_interval: DEFAULT_DRIFT_INTERVAL,
+            last_drift_check: i64::MIN / 2,
         })
     }
 
@@ -194,6 +202,12 @@ where
     /// Applies k3s workloads to this cluster.
     pub fn with_cluster(mut self, cluster: Box<dyn Cluster>) -> Self {
         self.cluster = Some(cluster);
+        self
+    }
+
+    /// How often (seconds) k3s objects are checked for changes made on the cluster.
+    pub fn drift_interval(mut self, secs: i64) -> Self {
+        self.drift_interval = secs.max(1);
         self
     }
 
@@ -1205,6 +1219,9 @@ where
                 warn!(error = %e.message, "could not re-start workloads of the applied release")
             }
         }
+        if result.is_ok() {
+            self.check_drift(&applied, now);
+        }
         if let Some(e) = self.check_k3s_health(&applied, now) {
             return Some(e);
         }
@@ -1221,6 +1238,76 @@ where
             e.commit = Some(applied.revision.commit);
             e
         })
+    }
+
+    /// Every drift interval: a server-side dry run of each applied k3s object shows whether
+    /// someone changed, on the cluster, fields fleetlet applies (or took them over with another
+    /// field manager). Per workload policy the change is undone — applying with `force`, as
+    /// these are fields fleetlet owns — or only counted and reported.
+    fn check_drift(&mut self, applied: &AppliedRelease, now: i64) {
+        let Some(cluster) = self.cluster.as_deref() else {
+            return;
+        };
+        if now - self.last_drift_check < self.drift_interval {
+            return;
+        }
+        self.last_drift_check = now;
+        for w in applied.desired.workloads.values() {
+            let Some(spec) = &w.k3s else { continue };
+            let Ok(objects) = k3s::app_objects(cluster, &w.app, spec.objects.iter()) else {
+                return;
+            };
+            let live = self.k3s_live.get(&w.app);
+            for o in &objects {
+                let Some(r) = ObjectRef::of(o) else { continue };
+                if !live.is_some_and(|l| l.get(&r).is_some_and(Option::is_some)) {
+                    continue; // missing objects are re-created by the next converge
+                }
+                let changed = match cluster.apply(
+                    o,
+                    crate::cluster::ApplyOptions {
+                        dry_run: true,
+                        force: false,
+                    },
+                ) {
+                    Ok(answer) => k8s::drifted(o, &answer),
+                    Err(ClusterError::Conflict { fields, .. }) => fields
+                        .iter()
+                        .map(|(f, m)| format!("{f} (taken over by {m})"))
+                        .collect(),
+                    Err(e) => {
+                        warn!(object = %r, error = %e, "drift check failed");
+                        return;
+                    }
+                };
+                if changed.is_empty() {
+                    continue;
+                }
+                let record = self.state.drift.entry(w.id()).or_default();
+                record.detected += 1;
+                record.last = Some(format!("{r}: {}", changed.join(", ")));
+                record.at = Some(now);
+                if spec.drift == fleetlet_core::model::DriftMode::Correct {
+                    match cluster.apply(
+                        o,
+                        crate::cluster::ApplyOptions {
+                            dry_run: false,
+                            force: true,
+                        },
+                    ) {
+                        Ok(_) => {
+                            record.corrected += 1;
+                            info!(workload = %w.id(), object = %r, fields = %changed.join(", "), "drift corrected");
+                        }
+                        Err(e) => {
+                            warn!(workload = %w.id(), object = %r, error = %e, "correcting drift failed")
+                        }
+                    }
+                } else {
+                    warn!(workload = %w.id(), object = %r, fields = %changed.join(", "), "drift detected (reported only)");
+                }
+            }
+        }
     }
 
     /// Judges the applied release's k3s workloads: one that failed, or is not Ready within its

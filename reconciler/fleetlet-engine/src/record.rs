@@ -49,6 +49,24 @@ pub struct AgentState {
     /// applied). Prune deletes only what is listed here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inventories: BTreeMap<String, fleetlet_core::k8s::Inventory>,
+    /// Per k3s workload: changes made on the cluster to what fleetlet applied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drift: BTreeMap<String, DriftRecord>,
+}
+
+/// Drift of one k3s workload since the agent's state began.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriftRecord {
+    /// Times a check found fields changed on the cluster.
+    pub detected: u64,
+    /// Times fleetlet undid them.
+    pub corrected: u64,
+    /// The last change found: object and fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<i64>,
 }
 
 impl AgentState {

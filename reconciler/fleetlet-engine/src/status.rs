@@ -63,6 +63,9 @@ pub struct WorkloadStatus {
     /// Who signed the artifact it runs, when the policy checked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signers: Vec<Signer>,
+    /// k3s: changes made on the cluster to what fleetlet applied (found, undone, the last).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<crate::record::DriftRecord>,
     /// Why the version of this workload in the applied commit was held back (it failed
     /// verification); the workload runs its previous version, or not at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +94,7 @@ impl Status {
                     _ => (String::new(), None),
                 };
                 let k3s = state.workloads.get(id).and_then(|r| r.k3s.as_ref());
+                let drift = state.drift.get(id).cloned();
                 let (state, reason) = match (w.wasm.is_some(), observed.get(id)) {
                     (false, _) => match k3s {
                         Some(k) => (k.state.as_str(), k.reason.clone()),
@@ -120,6 +124,7 @@ impl Status {
                     state: state.to_string(),
                     reason,
                     signers,
+                    drift,
                     held: a.held.get(id).cloned(),
                 });
             }
@@ -137,6 +142,7 @@ impl Status {
                     state: "held".into(),
                     reason: Some(why.clone()),
                     signers: vec![],
+                    drift: None,
                     held: Some(why.clone()),
                 });
             }

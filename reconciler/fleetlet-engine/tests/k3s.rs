@@ -18,6 +18,8 @@ struct Api {
     objects: BTreeMap<ObjectRef, Value>,
     /// `VERB kind[/name]` per request.
     log: Vec<String>,
+    /// Fields changed by hand (another field manager owns them now).
+    hand_edits: BTreeMap<ObjectRef, (String, String)>,
     down: bool,
 }
 
@@ -48,6 +50,30 @@ impl FakeCluster {
             .unwrap();
         api.objects.get_mut(&key).unwrap()["status"] = status;
     }
+    fn edit_by_hand(&self, r: &str, pointer: &str, value: Value, field: &str) {
+        let mut api = self.0.borrow_mut();
+        let key = api
+            .objects
+            .keys()
+            .find(|k| k.to_string() == r)
+            .cloned()
+            .unwrap();
+        *api.objects
+            .get_mut(&key)
+            .unwrap()
+            .pointer_mut(pointer)
+            .unwrap() = value;
+        api.hand_edits
+            .insert(key, (field.into(), "kubectl-edit".into()));
+    }
+    fn value(&self, r: &str, pointer: &str) -> Value {
+        let api = self.0.borrow();
+        let key = api.objects.keys().find(|k| k.to_string() == r).unwrap();
+        api.objects[key]
+            .pointer(pointer)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
     fn insert_foreign(&self, o: Value) {
         self.0
             .borrow_mut()
@@ -70,6 +96,17 @@ impl Cluster for FakeCluster {
                 object: r.to_string(),
                 message: "spec.invalid: Unsupported value".into(),
             });
+        }
+        if let Some((field, manager)) = api.hand_edits.get(&r).cloned() {
+            if !options.force {
+                return Err(ClusterError::Conflict {
+                    object: r.to_string(),
+                    fields: vec![(field, manager)],
+                });
+            }
+            if !options.dry_run {
+                api.hand_edits.remove(&r);
+            }
         }
         let mut stored = object.clone();
         if let Some(old) = api.objects.get(&r) {
@@ -462,6 +499,61 @@ fn a_release_not_healthy_in_time_returns_to_the_last_known_good_or_is_reported()
         } else {
             assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c2");
             assert_eq!(replicas, json!(2), "reported, kept");
+        }
+    }
+}
+
+#[test]
+fn changes_made_on_the_cluster_are_undone_or_reported_per_workload() {
+    for (options, corrects) in [("{}", true), ("{drift: report}", false)] {
+        let (source, cluster, e) = world();
+        let mut e = e.drift_interval(60);
+        let app = app_with_options(options);
+        source.commit(&[
+            ("app.yaml", &app),
+            ("k3s/web/ns.yaml", NS),
+            ("k3s/web/cm.yaml", CM),
+        ]);
+        e.reconcile(1000);
+        // kubectl edit: another field manager now owns .data.greeting.
+        cluster.edit_by_hand(
+            "ConfigMap/shop/settings",
+            "/data/greeting",
+            json!("hacked"),
+            ".data.greeting",
+        );
+        // Within the interval: not looked at.
+        e.reconcile(1030);
+        assert_eq!(
+            cluster.value("ConfigMap/shop/settings", "/data/greeting"),
+            json!("hacked")
+        );
+        e.reconcile(1100);
+        let drift = e.status().workloads[0]
+            .drift
+            .clone()
+            .expect("drift recorded");
+        assert_eq!(drift.detected, 1, "{drift:?}");
+        assert!(
+            drift
+                .last
+                .as_deref()
+                .unwrap()
+                .contains(".data.greeting (taken over by kubectl-edit)"),
+            "{drift:?}"
+        );
+        if corrects {
+            assert_eq!(drift.corrected, 1);
+            assert_eq!(
+                cluster.value("ConfigMap/shop/settings", "/data/greeting"),
+                json!("hello")
+            );
+        } else {
+            assert_eq!(drift.corrected, 0);
+            assert_eq!(
+                cluster.value("ConfigMap/shop/settings", "/data/greeting"),
+                json!("hacked")
+            );
         }
     }
 }

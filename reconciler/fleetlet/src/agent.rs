@@ -186,7 +186,15 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         .keep_releases(cfg.registries.keep_releases);
     if let Some(cluster) = cluster {
         info!(source = %cluster.source(), "applying k3s workloads");
-        engine = engine.with_cluster(Box::new(cluster));
+        let interval = cfg
+            .runtimes
+            .k3s
+            .as_ref()
+            .map(|k| k.drift_interval.as_duration().as_secs() as i64)
+            .unwrap_or(fleetlet_engine::engine::DEFAULT_DRIFT_INTERVAL);
+        engine = engine
+            .with_cluster(Box::new(cluster))
+            .drift_interval(interval);
     }
 
     let shared = Arc::new(Shared {

@@ -190,6 +190,14 @@ pub struct K3sConfig {
     /// Timeout of each API request (default 30s).
     #[serde(default = "default_timeout")]
     pub timeout: DurationSpec,
+    /// How often applied objects are checked for changes made on the cluster (a server-side
+    /// dry run each; default 5m).
+    #[serde(default = "default_drift_interval")]
+    pub drift_interval: DurationSpec,
+}
+
+fn default_drift_interval() -> DurationSpec {
+    DurationSpec(300_000)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

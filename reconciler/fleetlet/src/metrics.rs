@@ -35,6 +35,8 @@ pub struct Metrics {
     last_sync: Gauge<f64, AtomicU64>,
     held: Gauge,
     stale: Gauge,
+    drift_detected: Gauge,
+    drift_corrected: Gauge,
 }
 
 impl Metrics {
@@ -48,6 +50,18 @@ impl Metrics {
         let workloads = Family::<StateLabel, Gauge>::default();
         let last_sync = Gauge::<f64, AtomicU64>::default();
         let held = Gauge::default();
+        let drift_detected = Gauge::default();
+        let drift_corrected = Gauge::default();
+        registry.register(
+            "k3s_drift_detected",
+            "Changes found on the cluster to k3s objects fleetlet applied (since the state began)",
+            drift_detected.clone(),
+        );
+        registry.register(
+            "k3s_drift_corrected",
+            "Of those, changes fleetlet undid",
+            drift_corrected.clone(),
+        );
         let stale = Gauge::default();
         registry.register(
             "held_workloads",
@@ -93,6 +107,8 @@ impl Metrics {
             last_sync,
             held,
             stale,
+            drift_detected,
+            drift_corrected,
         }
     }
 
@@ -132,6 +148,10 @@ impl Metrics {
         self.held
             .set(status.workloads.iter().filter(|w| w.held.is_some()).count() as i64);
         self.stale.set(i64::from(status.stale_source.is_some()));
+        let drift = status.workloads.iter().filter_map(|w| w.drift.as_ref());
+        let (found, undone) = drift.fold((0, 0), |(f, u), d| (f + d.detected, u + d.corrected));
+        self.drift_detected.set(found as i64);
+        self.drift_corrected.set(undone as i64);
         if let Some(t) = status.last_sync {
             self.last_sync.set(t as f64);
         }
