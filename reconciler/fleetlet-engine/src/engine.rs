@@ -99,6 +99,9 @@ where
     /// Seconds between drift checks of k3s objects.
     drift_interval: i64,
     last_drift_check: i64,
+    /// Whether the inventories recorded on the cluster have been read (once per start, so a
+    /// reinstalled agent prunes what an earlier one applied).
+    inventories_read: bool,
 }
 
 /// Default seconds between drift checks (a server-side dry run per object).
@@ -178,6 +181,7 @@ where
             k3s_live: BTreeMap::new(),
             drift_interval: DEFAULT_DRIFT_INTERVAL,
             last_drift_check: i64::MIN / 2,
+            inventories_read: false,
         })
     }
 
@@ -777,6 +781,12 @@ where
             details: vec![],
             retryable: e.is_transient(),
         };
+        if !self.inventories_read {
+            for (app, inv) in k3s::read_inventories(cluster).map_err(fail)? {
+                self.state.inventories.entry(app).or_insert(inv);
+            }
+            self.inventories_read = true;
+        }
         let mut apps: BTreeMap<String, Vec<&serde_json::Value>> = BTreeMap::new();
         for w in desired.workloads.values() {
             if let Some(k) = &w.k3s {
@@ -878,10 +888,19 @@ where
                 info!(app = %p.app, object = %r, "pruned");
             }
             changes += applied.sent + pruned.len();
+            // The cluster's copy of the inventory changes only when the inventory does.
             if p.objects.is_empty() {
+                k3s::forget_inventory(cluster, &p.app).map_err(fail)?;
                 self.state.inventories.remove(&p.app);
                 self.k3s_live.remove(&p.app);
             } else {
+                if p.new != p.old {
+                    for o in k3s::inventory_objects(&p.app, &p.new) {
+                        cluster
+                            .apply(&o, crate::cluster::ApplyOptions::default())
+                            .map_err(fail)?;
+                    }
+                }
                 self.state.inventories.insert(p.app, p.new);
             }
         }

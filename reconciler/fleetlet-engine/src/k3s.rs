@@ -277,3 +277,67 @@ pub fn observe(
         .map(|r| (r.clone(), found.remove(r)))
         .collect())
 }
+
+/// Where inventories are kept on the cluster, so a reinstalled agent (empty state) still knows
+/// what it applied and can prune it.
+pub const INVENTORY_NAMESPACE: &str = "fleetlet-system";
+/// The label naming the app an inventory ConfigMap belongs to.
+pub const INVENTORY_LABEL: &str = "fleetlet.dev/inventory";
+
+/// The objects that record `app`'s inventory on the cluster: fleetlet's namespace and a
+/// ConfigMap holding the inventory as JSON.
+pub fn inventory_objects(app: &str, inventory: &Inventory) -> Vec<Value> {
+    let json = serde_json::to_string(inventory).unwrap_or_default();
+    vec![
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": INVENTORY_NAMESPACE, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
+        }),
+        serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": format!("fleetlet-inventory-{app}"),
+                "namespace": INVENTORY_NAMESPACE,
+                "labels": {INVENTORY_LABEL: app, MANAGED_BY_LABEL: MANAGED_BY},
+            },
+            "data": {"inventory.json": json},
+        }),
+    ]
+}
+
+/// The inventories recorded on the cluster, by app (unreadable ones are skipped: pruning
+/// from a guess is worse than not pruning).
+pub fn read_inventories(
+    cluster: &dyn Cluster,
+) -> Result<BTreeMap<String, Inventory>, ClusterError> {
+    let mut out = BTreeMap::new();
+    for cm in cluster.list("v1", "ConfigMap", INVENTORY_LABEL)? {
+        if cm["metadata"]["namespace"].as_str() != Some(INVENTORY_NAMESPACE) {
+            continue;
+        }
+        let (Some(app), Some(json)) = (
+            cm["metadata"]["labels"][INVENTORY_LABEL].as_str(),
+            cm["data"]["inventory.json"].as_str(),
+        ) else {
+            continue;
+        };
+        if let Ok(inv) = serde_json::from_str::<Inventory>(json) {
+            out.insert(app.to_string(), inv);
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the inventory record of an app that left the release.
+pub fn forget_inventory(cluster: &dyn Cluster, app: &str) -> Result<(), ClusterError> {
+    cluster
+        .delete(&ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some(INVENTORY_NAMESPACE.into()),
+            name: format!("fleetlet-inventory-{app}"),
+        })
+        .map(drop)
+}

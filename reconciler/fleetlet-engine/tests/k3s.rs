@@ -32,13 +32,21 @@ impl FakeCluster {
     fn requests(&self) -> Vec<String> {
         std::mem::take(&mut self.0.borrow_mut().log)
     }
+    /// The objects of the apps (not fleetlet's own inventory records).
     fn names(&self) -> Vec<String> {
         self.0
             .borrow()
             .objects
             .keys()
             .map(|r| r.to_string())
+            .filter(|n| !n.contains("fleetlet-system"))
             .collect()
+    }
+    fn inventory_record(&self, app: &str) -> Option<Value> {
+        let api = self.0.borrow();
+        let name = format!("ConfigMap/fleetlet-system/fleetlet-inventory-{app}");
+        let key = api.objects.keys().find(|k| k.to_string() == name)?;
+        serde_json::from_str(api.objects[key]["data"]["inventory.json"].as_str()?).ok()
     }
     fn set_status(&self, r: &str, status: Value) {
         let mut api = self.0.borrow_mut();
@@ -136,12 +144,20 @@ impl Cluster for FakeCluster {
             return Err(ClusterError::Unavailable("connection refused".into()));
         }
         api.log.push(format!("LIST {kind}"));
-        let (k, v) = selector.split_once('=').unwrap();
+        // `key=value`, or `key` (the label exists).
+        let (k, v) = selector.split_once('=').unwrap_or((selector, ""));
         Ok(api
             .objects
             .iter()
             .filter(|(r, o)| {
-                r.api_version == api_version && r.kind == kind && o["metadata"]["labels"][k] == v
+                let label = &o["metadata"]["labels"][k];
+                r.api_version == api_version
+                    && r.kind == kind
+                    && if v.is_empty() {
+                        !label.is_null()
+                    } else {
+                        label == v
+                    }
             })
             .map(|(_, o)| o.clone())
             .collect())
@@ -306,10 +322,16 @@ fn applies_in_order_with_labels_then_a_no_op_cycle_writes_nothing() {
         [
             "PATCH Namespace/shop",
             "PATCH ConfigMap/settings",
-            "PATCH Deployment/web"
+            "PATCH Deployment/web",
+            "PATCH Namespace/fleetlet-system",
+            "PATCH ConfigMap/fleetlet-inventory-shop"
         ],
-        "namespaces first, then config, then workloads"
+        "namespaces first, then config, then workloads; then the inventory record"
     );
+    let record = cluster
+        .inventory_record("shop")
+        .expect("inventory on the cluster");
+    assert_eq!(record["entries"].as_array().unwrap().len(), 3, "{record}");
     let deploy = cluster
         .0
         .borrow()
@@ -556,4 +578,31 @@ fn changes_made_on_the_cluster_are_undone_or_reported_per_workload() {
             );
         }
     }
+}
+
+#[test]
+fn a_reinstalled_agent_finds_the_inventory_on_the_cluster_and_prunes_from_it() {
+    let (source, cluster, mut e) = world();
+    source.commit(&[("k3s/web/ns.yaml", NS), ("k3s/web/cm.yaml", CM)]);
+    e.reconcile(1);
+    drop(e);
+    // The agent is reinstalled: its state is gone; the cluster still has its objects.
+    let mut e = Engine::new(
+        "s1".into(),
+        source.clone(),
+        NoRuntime,
+        NoBlobs,
+        MemState::default(),
+    )
+    .unwrap()
+    .with_cluster(Box::new(cluster.clone()));
+    source.commit(&[("k3s/web/ns.yaml", NS)]);
+    assert!(matches!(e.reconcile(2), CycleOutcome::Applied { .. }));
+    assert_eq!(
+        cluster.names(),
+        ["Namespace/shop"],
+        "the ConfigMap left the repo: pruned"
+    );
+    let record = cluster.inventory_record("shop").unwrap();
+    assert_eq!(record["entries"].as_array().unwrap().len(), 1, "{record}");
 }
