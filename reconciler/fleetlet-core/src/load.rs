@@ -562,8 +562,27 @@ fn validate_app(
         if let Some(d) = w.manifests.as_deref().and_then(normalize) {
             manifest_dirs.insert(d);
         }
+        // A wasm workload that runs on k3s needs the site's k3s and its Wasm RuntimeClass.
+        let on_k3s =
+            w.runtime == crate::model::Runtime::Wasm && w.run_on == Some(crate::model::RunOn::K3s);
         for site in &sites {
             let s = &fleet.sites[*site].doc;
+            if on_k3s {
+                if !s.spec.runtimes.contains(&crate::model::Runtime::K3s)
+                    || s.spec.wasm_runtime_class.is_none()
+                {
+                    let field = format!("{path}.runOn");
+                    diags.error(
+                        file,
+                        app.line_of(&field),
+                        &field,
+                        format!(
+                            "targeted site {site:?} does not run Wasm on k3s (it needs runtime k3s and a wasmRuntimeClass)"
+                        ),
+                    );
+                }
+                continue;
+            }
             if !s.spec.runtimes.contains(&w.runtime) {
                 let field = format!("{path}.runtime");
                 diags.error(
@@ -695,8 +714,12 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
             if w.manifests.is_some() {
                 err("manifests", "only k3s workloads take manifests".into());
             }
-            if w.k3s.is_some() {
-                err("k3s", "only k3s workloads take k3s options".into());
+            if w.k3s.is_some() && w.run_on != Some(crate::model::RunOn::K3s) {
+                err(
+                    "k3s",
+                    "only k3s workloads (and wasm workloads with runOn: k3s) take k3s options"
+                        .into(),
+                );
             }
             for k in w.env.keys() {
                 if k.is_empty() || k.contains('=') || k.contains('\0') {
@@ -765,6 +788,7 @@ pub fn workload_problems(w: &Workload, tree: &RepoTree) -> Vec<(String, String)>
                 },
             }
             for (field, present) in [
+                ("runOn", w.run_on.is_some()),
                 ("component", w.component.is_some()),
                 ("http", w.http.is_some()),
                 ("command", w.command.is_some()),

@@ -135,6 +135,10 @@ pub struct SiteSpec {
     /// Per-site values, substituted into workload `env` and `command.args` as `${values.KEY}`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, String>,
+    /// The RuntimeClass of the site's k3s that runs Wasm (a containerd Wasm shim such as
+    /// runwasi/Spin): wasm workloads with `runOn: k3s` run there as pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wasm_runtime_class: Option<String>,
 }
 
 /// An application: workloads and the sites that run them.
@@ -211,6 +215,19 @@ pub struct Workload {
     /// do not, and what happens to changes made on the cluster by hand.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k3s: Option<K3sOptions>,
+    /// `wasm`: where the component runs — on the agent's embedded runtime (`agent`, the
+    /// default) or as a pod on the site's k3s through its Wasm RuntimeClass (`k3s`; the
+    /// component must then be an image in a registry, which containerd pulls through the
+    /// site's mirror).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_on: Option<RunOn>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum RunOn {
+    Agent,
+    K3s,
 }
 
 /// Health and drift policy of a k3s workload.

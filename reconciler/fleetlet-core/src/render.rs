@@ -289,6 +289,9 @@ fn resolve(
     site_doc: &Site,
     tree: &RepoTree,
 ) -> Result<DesiredWorkload, String> {
+    if w.runtime == Runtime::Wasm && w.run_on == Some(crate::model::RunOn::K3s) {
+        return wasm_on_k3s(app, w, site, site_doc, tree);
+    }
     if !site_doc.spec.runtimes.contains(&w.runtime) {
         return Err(format!(
             "site {site:?} does not offer runtime {}",
@@ -376,6 +379,120 @@ fn resolve(
         }
     }
     out.hash = Digest::of(&canonical_json(&out));
+    Ok(out)
+}
+
+/// A wasm workload that runs as a pod on the site's k3s, through the Wasm RuntimeClass the
+/// site declares: rendered as a Namespace (the app's), a Deployment and — for HTTP handlers —
+/// a Service. The component image goes into the pod spec, so the engine verifies and pins it
+/// like any container image of a k3s workload.
+fn wasm_on_k3s(
+    app: &str,
+    w: &Workload,
+    site: &str,
+    site_doc: &Site,
+    tree: &RepoTree,
+) -> Result<DesiredWorkload, String> {
+    if !site_doc.spec.runtimes.contains(&Runtime::K3s) {
+        return Err(format!(
+            "runOn: k3s, but site {site:?} does not offer runtime k3s"
+        ));
+    }
+    let class = site_doc
+        .spec
+        .wasm_runtime_class
+        .as_deref()
+        .ok_or_else(|| format!("runOn: k3s, but site {site:?} declares no wasmRuntimeClass"))?;
+    let source = w
+        .component
+        .as_deref()
+        .ok_or("a wasm workload needs a component")?;
+    let image = match component_source(source, tree)? {
+        ComponentRef {
+            image: Some(image), ..
+        } if !image.starts_with("oci:") => image,
+        _ => {
+            return Err(format!(
+                "runOn: k3s needs the component as an image in a registry (containerd pulls it), not {source:?}"
+            ));
+        }
+    };
+    let env: BTreeMap<String, String> = w
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), substitute(v, site, site_doc)?)))
+        .collect::<Result<_, String>>()?;
+    let labels = serde_json::json!({
+        "app.kubernetes.io/name": w.name,
+        "fleetlet.dev/workload": format!("{app}.{}", w.name),
+    });
+    let mut container = serde_json::json!({
+        "name": w.name,
+        "image": image,
+        "env": env.iter().map(|(k, v)| serde_json::json!({"name": k, "value": v})).collect::<Vec<_>>(),
+    });
+    if let Some(memory) = w.limits.as_ref().and_then(|l| l.memory) {
+        container["resources"] = serde_json::json!({"limits": {"memory": memory.0.to_string()}});
+    }
+    let mut objects = vec![serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": app},
+    })];
+    match (&w.http, &w.command) {
+        (Some(h), None) => {
+            container["ports"] = serde_json::json!([{"containerPort": h.port.0}]);
+            objects.push(serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": w.name, "namespace": app},
+                "spec": {"selector": labels, "ports": [{"port": h.port.0, "targetPort": h.port.0}]},
+            }));
+        }
+        (None, Some(c)) => {
+            let args = c
+                .args
+                .iter()
+                .map(|a| substitute(a, site, site_doc))
+                .collect::<Result<Vec<_>, _>>()?;
+            container["args"] = serde_json::json!(args);
+        }
+        _ => return Err("a wasm workload is either `http` or `command`".into()),
+    }
+    objects.insert(
+        1,
+        serde_json::json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": w.name, "namespace": app, "labels": labels},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"runtimeClassName": class, "containers": [container]},
+                },
+            },
+        }),
+    );
+    let options = w.k3s.clone().unwrap_or_default();
+    let mut out = DesiredWorkload {
+        app: app.to_string(),
+        name: w.name.clone(),
+        runtime: Runtime::K3s,
+        wasm: None,
+        k3s: Some(K3sSpec {
+            manifests: format!("(wasm workload {} on RuntimeClass {class})", w.name),
+            objects,
+            health_timeout: options
+                .health_timeout
+                .unwrap_or(DurationSpec(DEFAULT_HEALTH_TIMEOUT_MS)),
+            on_unhealthy: options.on_unhealthy.unwrap_or(OnUnhealthy::Rollback),
+            drift: options.drift.unwrap_or(DriftMode::Correct),
+        }),
+        hash: Digest::from_bytes([0; 32]),
+    };
+    out.rehash();
     Ok(out)
 }
 
@@ -616,5 +733,79 @@ spec:
                 "{input}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod wasm_on_k3s_tests {
+    use super::*;
+    use crate::load::load_fleet;
+
+    fn render_site(site: &str, app: &str) -> Result<DesiredState, Vec<RenderError>> {
+        let mut tree = RepoTree::new();
+        tree.insert("sites.yaml", site);
+        tree.insert("app.yaml", app);
+        let loaded = load_fleet(&tree);
+        assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+        render(&loaded.fleet, &tree, "edge-1", "c1")
+    }
+
+    const APP: &str = "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {name: shop}\nspec:\n  targets: [{sites: [edge-1]}]\n  workloads:\n    - {name: web, runtime: wasm, runOn: k3s, component: registry.local/shop/web:1.0, http: {port: 8080}, env: {SITE: '${site.name}'}, limits: {memory: 32Mi}, k3s: {healthTimeout: 2m}}\n";
+
+    #[test]
+    fn a_wasm_workload_on_k3s_renders_a_deployment_on_the_runtime_class() {
+        let site = "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: edge-1}\nspec: {runtimes: [k3s], wasmRuntimeClass: wasmtime-spin}\n";
+        let d = render_site(site, APP).unwrap();
+        let w = &d.workloads["shop/web"];
+        assert_eq!(w.runtime, Runtime::K3s);
+        assert!(w.wasm.is_none());
+        let k = w.k3s.as_ref().unwrap();
+        assert_eq!(k.health_timeout.to_string(), "2m");
+        let kinds: Vec<&str> = k
+            .objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["Namespace", "Deployment", "Service"]);
+        let pod = &k.objects[1]["spec"]["template"]["spec"];
+        assert_eq!(pod["runtimeClassName"], "wasmtime-spin");
+        assert_eq!(pod["containers"][0]["image"], "registry.local/shop/web:1.0");
+        assert_eq!(pod["containers"][0]["env"][0]["value"], "edge-1");
+        assert_eq!(pod["containers"][0]["ports"][0]["containerPort"], 8080);
+        assert_eq!(
+            pod["containers"][0]["resources"]["limits"]["memory"],
+            "33554432"
+        );
+        assert_eq!(w.container_images(), ["registry.local/shop/web:1.0"]);
+    }
+
+    #[test]
+    fn wasm_on_k3s_needs_a_runtime_class_and_a_registry_image() {
+        let no_class = "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: edge-1}\nspec: {runtimes: [k3s]}\n";
+        let mut tree = RepoTree::new();
+        tree.insert("sites.yaml", no_class);
+        tree.insert("app.yaml", APP);
+        let loaded = load_fleet(&tree);
+        let errors: Vec<String> = loaded.errors().map(|d| d.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("runOn") && e.contains("wasmRuntimeClass")),
+            "{errors:?}"
+        );
+        let site = "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: edge-1}\nspec: {runtimes: [k3s], wasmRuntimeClass: spin}\n";
+        let path_app = APP.replace("registry.local/shop/web:1.0", "c/web.wasm");
+        let mut tree = RepoTree::new();
+        tree.insert("sites.yaml", site);
+        tree.insert("app.yaml", path_app.as_str());
+        tree.insert("c/web.wasm", "\0asm");
+        let loaded = load_fleet(&tree);
+        let errs = render(&loaded.fleet, &tree, "edge-1", "c1").unwrap_err();
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("needs the component as an image in a registry"),
+            "{errs:?}"
+        );
     }
 }
