@@ -6,6 +6,7 @@ mod agent;
 mod artifacts;
 mod cli;
 mod git;
+mod k3s;
 mod mirror;
 mod oci;
 mod state;

@@ -99,6 +99,9 @@ where
     /// Seconds between drift checks of k3s objects.
     drift_interval: i64,
     last_drift_check: i64,
+    /// Set while the k3s API cannot be reached when re-converging the applied release: the
+    /// Wasm workloads run regardless; health verdicts and drift checks wait for the API.
+    k3s_unavailable: Option<CycleError>,
     /// Whether the inventories recorded on the cluster have been read (once per start, so a
     /// reinstalled agent prunes what an earlier one applied).
     inventories_read: bool,
@@ -182,6 +185,7 @@ where
             drift_interval: DEFAULT_DRIFT_INTERVAL,
             last_drift_check: i64::MIN / 2,
             inventories_read: false,
+            k3s_unavailable: None,
         })
     }
 
@@ -688,8 +692,26 @@ where
                 }
             }
         }
-        // 6b. k3s: observe what each app has on the cluster, dry-run what would be sent.
-        let k3s_plans = self.plan_k3s(desired)?;
+        // 6b. k3s: observe what each app has on the cluster, dry-run what would be sent. An
+        //     unreachable API holds a new release, but never keeps the applied release's Wasm
+        //     workloads from (re)starting.
+        let reconverging = self
+            .state
+            .applied
+            .as_ref()
+            .is_some_and(|a| &a.desired == desired);
+        let k3s_plans = match self.plan_k3s(desired) {
+            Ok(p) => {
+                self.k3s_unavailable = None;
+                p
+            }
+            Err(e) if reconverging && e.retryable => {
+                warn!(error = %e.message, "k3s API unreachable; Wasm workloads run, k3s objects are left as they are");
+                self.k3s_unavailable = Some(e);
+                vec![]
+            }
+            Err(e) => return Err(e),
+        };
         if !failures.is_empty() {
             let retryable = failures.iter().all(|(_, transient)| *transient);
             let details: Vec<String> = failures.into_iter().map(|(m, _)| m).collect();
@@ -1238,6 +1260,16 @@ where
                 warn!(error = %e.message, "could not re-start workloads of the applied release")
             }
         }
+        if let Some(e) = &self.k3s_unavailable
+            && result.is_ok()
+        {
+            // No verdicts from stale observations: an outage is not an unhealthy release.
+            return Some(CycleError {
+                at: now,
+                commit: Some(applied.revision.commit.clone()),
+                ..e.clone()
+            });
+        }
         if result.is_ok() {
             self.check_drift(&applied, now);
         }
@@ -1419,6 +1451,9 @@ where
         let Some(spec) = &w.k3s else {
             return ("notApplied", None);
         };
+        if let Some(e) = &self.k3s_unavailable {
+            return ("unknown", Some(e.message.clone()));
+        }
         let live = self.k3s_live.get(&w.app);
         let mut worst = ("running", None);
         for o in &spec.objects {

@@ -5,7 +5,7 @@ use crate::record::{AgentState, CycleError, ReleaseRoots};
 use crate::trust::Signer;
 
 /// Every value of [`WorkloadStatus::state`].
-pub const WORKLOAD_STATES: [&str; 9] = [
+pub const WORKLOAD_STATES: [&str; 10] = [
     "running",
     "restarting",
     "completed",
@@ -15,6 +15,7 @@ pub const WORKLOAD_STATES: [&str; 9] = [
     "notApplied",
     "held",
     "progressing",
+    "unknown",
 ];
 use fleetlet_core::render::WasmKind;
 use fleetlet_core::{ObservedWorkload, WorkloadHealth};
