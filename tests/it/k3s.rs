@@ -854,3 +854,43 @@ fn namespaced_objects_without_a_namespace_go_to_default_and_report_health() {
             st["lastKnownGoodCommit"].as_str() == Some(c1.as_str())
         });
 }
+
+#[test]
+fn container_images_are_pulled_into_the_store_and_pinned_by_digest_before_the_apply() {
+    let registry = crate::testkit::registry::TestRegistry::start().unwrap();
+    let image = format!("{}/shop/web:v1", registry.host());
+    let (code, out, err) =
+        crate::testkit::agent::fleetlet(&["push", probe_http().to_str().unwrap(), &image]);
+    assert_eq!(code, 0, "{out}{err}");
+    let pinned = out.trim().to_string();
+    assert!(pinned.starts_with(&format!("{image}@sha256:")), "{pinned}");
+    let web = deployment(Some("shop"), "web", 1).replace(
+        "containers: [{name: web}]",
+        &format!("containers: [{{name: web, image: \"{image}\"}}]"),
+    );
+    let (site, _) = site(
+        &[
+            ("k3s/shop/ns.yaml", namespace("shop")),
+            ("k3s/shop/web.yaml", web),
+        ],
+        "200ms",
+    );
+    let live = stored(&site.standin, "Deployment", Some("shop"), "web").expect("applied");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        json!(pinned),
+        "the tag is pinned to the digest it resolved to"
+    );
+    // The image is in the site's store (the mirror serves it offline) and kept by GC.
+    let state = site.agent.status();
+    let digest = pinned.rsplit_once('@').unwrap().1;
+    let roots = state["releaseRoots"][0]["digests"].as_array().unwrap();
+    assert!(roots.iter().any(|d| d == digest), "{state:#}");
+    let blob = site
+        ._work
+        .path()
+        .join("state/oci/blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
+    assert!(blob.exists(), "{}", blob.display());
+    assert!(site.agent.terminate().success());
+}

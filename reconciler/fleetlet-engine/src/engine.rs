@@ -1530,6 +1530,13 @@ where
 pub fn release_digests(desired: &DesiredState) -> Vec<fleetlet_core::Digest> {
     let mut out = Vec::new();
     for w in desired.workloads.values() {
+        // Container images of k3s workloads, pinned in their manifests: the site's mirror
+        // serves them from the store, so it keeps them.
+        for image in w.container_images() {
+            if let Ok(ArtifactRef::Registry(r)) = image.parse::<ArtifactRef>() {
+                out.extend(r.digest);
+            }
+        }
         let Some(c) = w.wasm.as_ref().map(|s| &s.component) else {
             continue;
         };
