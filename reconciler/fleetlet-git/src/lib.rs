@@ -11,6 +11,7 @@
 //! and symlink checks (see [`tree`](crate::tree) for the symlink rule).
 
 mod follow;
+pub mod pack;
 mod transport;
 mod tree;
 

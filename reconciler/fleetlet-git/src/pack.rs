@@ -1,0 +1,226 @@
+//! Git objects carried across an air gap: the pack a sync bundle holds (every object needed to
+//! reach the release commit, or only those after a base the site already has), and its import
+//! into the agent's mirror. Packs are made with one thread so the same inputs give the same
+//! bytes (bundles are deterministic).
+
+use git2::{ObjectType, Oid, Repository};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error("{path}: {message}")]
+    Repo { path: String, message: String },
+    #[error("{rev:?} does not name a commit in {path}")]
+    UnknownRevision { path: String, rev: String },
+    #[error(
+        "this delta needs base commit {base}, which the site does not have: carry a full bundle, or a delta since a commit the site has"
+    )]
+    MissingBase { base: String },
+    #[error("importing the pack: {0}")]
+    Import(String),
+}
+
+/// What [`export_pack`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackExport {
+    /// The commit the pack reaches.
+    pub commit: String,
+    /// The pack (`PACK` format, no index).
+    pub pack: Vec<u8>,
+    pub objects: usize,
+    /// Annotated tags pointing at the commit that the pack carries: (name, tag object id).
+    pub tags: Vec<(String, String)>,
+}
+
+fn repo_err(path: &Path, e: git2::Error) -> PackError {
+    PackError::Repo {
+        path: path.display().to_string(),
+        message: e.message().to_string(),
+    }
+}
+
+/// A pack with every object needed to reach `rev` (a branch, tag or commit id of the repo at
+/// `path`) and the annotated tags on that commit, without the objects `since` already reaches.
+pub fn export_pack(path: &Path, rev: &str, since: Option<&str>) -> Result<PackExport, PackError> {
+    let repo = Repository::open(path).map_err(|e| repo_err(path, e))?;
+    let resolve = |r: &str| -> Result<Oid, PackError> {
+        repo.revparse_single(r)
+            .and_then(|o| o.peel_to_commit())
+            .map(|c| c.id())
+            .map_err(|_| PackError::UnknownRevision {
+                path: path.display().to_string(),
+                rev: r.to_string(),
+            })
+    };
+    let commit = resolve(rev)?;
+    let base = since.map(resolve).transpose()?;
+    let mut walk = repo.revwalk().map_err(|e| repo_err(path, e))?;
+    walk.push(commit).map_err(|e| repo_err(path, e))?;
+    if let Some(b) = base {
+        walk.hide(b).map_err(|e| repo_err(path, e))?;
+    }
+    let mut builder = repo.packbuilder().map_err(|e| repo_err(path, e))?;
+    builder.set_threads(1);
+    builder
+        .insert_walk(&mut walk)
+        .map_err(|e| repo_err(path, e))?;
+    // Release tags and rollback instructions travel with the commit they sign.
+    let mut tags = Vec::new();
+    repo.tag_foreach(|oid, name| {
+        if let Ok(tag) = repo.find_tag(oid)
+            && tag.target_id() == commit
+            && tag.target_type() == Some(ObjectType::Commit)
+        {
+            let name = String::from_utf8_lossy(name)
+                .trim_start_matches("refs/tags/")
+                .to_string();
+            tags.push((name, oid));
+        }
+        true
+    })
+    .map_err(|e| repo_err(path, e))?;
+    tags.sort();
+    for (name, oid) in &tags {
+        builder
+            .insert_object(*oid, Some(name))
+            .map_err(|e| repo_err(path, e))?;
+    }
+    let mut buf = git2::Buf::new();
+    builder.write_buf(&mut buf).map_err(|e| repo_err(path, e))?;
+    Ok(PackExport {
+        commit: commit.to_string(),
+        pack: buf.to_vec(),
+        objects: builder.object_count(),
+        tags: tags.into_iter().map(|(n, o)| (n, o.to_string())).collect(),
+    })
+}
+
+/// Whether the mirror at `mirror` (bare) has `commit`.
+pub fn has_commit(mirror: &Path, commit: &str) -> bool {
+    let Ok(repo) = Repository::open_bare(mirror) else {
+        return false;
+    };
+    Oid::from_str(commit)
+        .ok()
+        .is_some_and(|oid| repo.find_commit(oid).is_ok())
+}
+
+/// Adds the objects of `pack` to the bare mirror at `mirror` (created if missing), after
+/// checking that a delta's base is there. Objects are only added: nothing that refers to them
+/// changes here, so an import that fails half-way leaves nothing the agent would use.
+pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(), PackError> {
+    let repo = if mirror.join("HEAD").exists() {
+        Repository::open_bare(mirror)
+    } else {
+        std::fs::create_dir_all(mirror).map_err(|e| PackError::Repo {
+            path: mirror.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Repository::init_bare(mirror)
+    }
+    .map_err(|e| repo_err(mirror, e))?;
+    if let Some(b) = base
+        && !Oid::from_str(b)
+            .ok()
+            .is_some_and(|oid| repo.find_commit(oid).is_ok())
+    {
+        return Err(PackError::MissingBase {
+            base: b.to_string(),
+        });
+    }
+    let odb = repo.odb().map_err(|e| repo_err(mirror, e))?;
+    let mut writer = odb
+        .packwriter()
+        .map_err(|e| PackError::Import(e.message().to_string()))?;
+    std::io::Write::write_all(&mut writer, pack).map_err(|e| PackError::Import(e.to_string()))?;
+    writer
+        .commit()
+        .map_err(|e| PackError::Import(e.message().to_string()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@example.com")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@example.com")
+            .env("GIT_AUTHOR_DATE", "@1700000000 +0000")
+            .env("GIT_COMMITTER_DATE", "@1700000000 +0000")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn commit(dir: &Path, file: &str, content: &str) -> String {
+        std::fs::write(dir.join(file), content).unwrap();
+        git(dir, &["add", "-A"]);
+        git(dir, &["commit", "-q", "-m", content]);
+        git(dir, &["rev-parse", "HEAD"])
+    }
+
+    #[test]
+    fn full_and_delta_packs_import_into_a_mirror() {
+        let src = tempfile::tempdir().unwrap();
+        git(src.path(), &["init", "-q", "-b", "main"]);
+        // Incompressible, so the delta's saving shows.
+        let noise: String = (0..20_000u32)
+            .map(|i| char::from(b'a' + (i.wrapping_mul(2_654_435_761) >> 27) as u8 % 26))
+            .collect();
+        let c1 = commit(src.path(), "a", &noise);
+        let c2 = commit(src.path(), "b", "two");
+        git(src.path(), &["tag", "-a", "-m", "release", "release-1"]);
+
+        let full = export_pack(src.path(), "main", None).unwrap();
+        assert_eq!(full.commit, c2);
+        assert_eq!(full.tags.len(), 1);
+        assert_eq!(full.tags[0].0, "release-1");
+        assert_eq!(
+            export_pack(src.path(), "main", None).unwrap(),
+            full,
+            "deterministic"
+        );
+        let delta = export_pack(src.path(), "main", Some(&c1)).unwrap();
+        assert!(
+            delta.pack.len() < full.pack.len() / 2,
+            "{} vs {}",
+            delta.pack.len(),
+            full.pack.len()
+        );
+
+        // A delta needs its base.
+        let empty = tempfile::tempdir().unwrap();
+        let err = import_pack(empty.path(), &delta.pack, Some(&c1)).unwrap_err();
+        assert!(err.to_string().contains(&c1), "{err}");
+        assert!(!has_commit(empty.path(), &c2));
+
+        let mirror = tempfile::tempdir().unwrap();
+        let first = export_pack(src.path(), &c1, None).unwrap();
+        import_pack(mirror.path(), &first.pack, None).unwrap();
+        assert!(has_commit(mirror.path(), &c1) && !has_commit(mirror.path(), &c2));
+        import_pack(mirror.path(), &delta.pack, Some(&c1)).unwrap();
+        assert!(has_commit(mirror.path(), &c2));
+        let repo = Repository::open_bare(mirror.path()).unwrap();
+        let tag = repo
+            .find_tag(Oid::from_str(&delta.tags[0].1).unwrap())
+            .unwrap();
+        assert_eq!(tag.target_id().to_string(), c2);
+
+        // Garbage is refused, and adds nothing.
+        assert!(import_pack(mirror.path(), b"PACK garbage", None).is_err());
+        assert!(matches!(
+            export_pack(src.path(), "nope", None),
+            Err(PackError::UnknownRevision { .. })
+        ));
+    }
+}
