@@ -120,9 +120,9 @@ pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(),
     }
     .map_err(|e| repo_err(mirror, e))?;
     if let Some(b) = base
-        && !Oid::from_str(b)
+        && Oid::from_str(b)
             .ok()
-            .is_some_and(|oid| repo.find_commit(oid).is_ok())
+            .is_none_or(|oid| repo.find_commit(oid).is_err())
     {
         return Err(PackError::MissingBase {
             base: b.to_string(),
