@@ -23,6 +23,9 @@ pub enum Follow {
     /// A glob over tag names (`v*`, `release-*`); `*` also matches `/`. See the module docs for
     /// how the newest match is chosen.
     TagPattern(String),
+    /// What the last imported sync bundle carried (the mirror's `refs/fleetlet/imported`):
+    /// air-gapped sites have no remote at all.
+    Imported,
 }
 
 impl Follow {

@@ -157,7 +157,7 @@ impl GitSource {
                 )
             }
             Follow::Branch(b) if b.is_empty() => return Err(ConfigError::EmptyBranch.into()),
-            Follow::Branch(_) => None,
+            Follow::Branch(_) | Follow::Imported => None,
         };
         if let Some(ca) = &config.ca_file {
             if !ca.is_file() {
@@ -222,6 +222,34 @@ impl GitSource {
     fn local_commit(&self, oid: Oid) -> Option<Oid> {
         let object = self.repo.find_object(oid, None).ok()?;
         object.peel_to_commit().ok().map(|c| c.id())
+    }
+
+    /// The release the last imported bundle carried: read from the mirror, no network.
+    fn poll_imported(&self, last_seen: Option<Oid>) -> Result<Poll, SourceError> {
+        let imported =
+            self.repo
+                .find_reference(pack::IMPORTED_REF)
+                .map_err(|_| SourceError::Unreachable {
+                    url: "sync bundles".into(),
+                    message: "no bundle has been imported yet".into(),
+                })?;
+        let name = imported
+            .symbolic_target()
+            .ok()
+            .flatten()
+            .unwrap_or(pack::IMPORTED_REF)
+            .to_string();
+        let commit = imported
+            .resolve()
+            .and_then(|r| r.peel_to_commit())
+            .map_err(local)?
+            .id();
+        let revision = self.revision(commit, &name)?;
+        Ok(if last_seen == Some(commit) {
+            Poll::Unchanged(revision)
+        } else {
+            Poll::Changed(revision)
+        })
     }
 
     /// Refspecs for the annotated tags that point at `commit` and are not in the mirror yet.
@@ -300,6 +328,7 @@ impl GitSource {
     fn pattern_text(&self) -> &str {
         match &self.config.follow {
             Follow::TagPattern(p) | Follow::Branch(p) => p,
+            Follow::Imported => pack::IMPORTED_REF,
         }
     }
 }
@@ -307,6 +336,9 @@ impl GitSource {
 impl Source for GitSource {
     fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
         let last_seen = last_seen.map(parse_oid).transpose()?;
+        if self.config.follow == Follow::Imported {
+            return self.poll_imported(last_seen);
+        }
         transport::apply_timeouts(self.config.timeout).map_err(local)?;
         let known_hosts = match (&self.ssh, &self.config.known_hosts) {
             // Re-read every poll so an operator's edit takes effect without a restart.
@@ -381,6 +413,7 @@ impl Source for GitSource {
                     })?
             }
             Follow::TagPattern(_) => self.pick_tag(&heads, &mut fetch)?,
+            Follow::Imported => unreachable!("imported releases are polled from the mirror"),
         };
 
         // The commit the ref stands for, known without fetching when the server peeled the tag

@@ -6,8 +6,16 @@
 use git2::{ObjectType, Oid, Repository};
 use std::path::Path;
 
+/// The mirror's ref for the release of the last imported bundle: a symbolic ref to the branch
+/// the bundle carried (`refs/heads/main`), which points at the release commit.
+pub const IMPORTED_REF: &str = "refs/fleetlet/imported";
+
 #[derive(Debug, thiserror::Error)]
 pub enum PackError {
+    #[error(
+        "the bundle carries {new}, which does not descend from {current}, the release this site already has (an older release replayed, or rewritten history)"
+    )]
+    Rollback { current: String, new: String },
     #[error("{path}: {message}")]
     Repo { path: String, message: String },
     #[error("{rev:?} does not name a commit in {path}")]
@@ -139,6 +147,69 @@ pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(),
     Ok(())
 }
 
+/// Makes an imported release visible to the agent: tag refs first (the engine reads release
+/// tags and rollback instructions from them), then the branch, then the imported ref — each a
+/// single ref write, the branch move being the one that publishes. Refuses a commit that does
+/// not descend from the release imported before (rollback protection on the air-gap path too),
+/// unless `allow_rollback`.
+pub fn publish_import(
+    mirror: &Path,
+    branch: &str,
+    commit: &str,
+    tags: &[(String, String)],
+    allow_rollback: bool,
+) -> Result<(), PackError> {
+    let repo = Repository::open_bare(mirror).map_err(|e| repo_err(mirror, e))?;
+    let bad = |rev: &str| PackError::UnknownRevision {
+        path: mirror.display().to_string(),
+        rev: rev.to_string(),
+    };
+    let new = Oid::from_str(commit).map_err(|_| bad(commit))?;
+    repo.find_commit(new).map_err(|_| bad(commit))?;
+    if let Ok(current) = repo
+        .find_reference(IMPORTED_REF)
+        .and_then(|r| r.resolve())
+        .and_then(|r| r.peel_to_commit())
+    {
+        let current = current.id();
+        let descends = current == new
+            || repo
+                .graph_descendant_of(new, current)
+                .map_err(|e| repo_err(mirror, e))?;
+        if !descends && !allow_rollback {
+            return Err(PackError::Rollback {
+                current: current.to_string(),
+                new: commit.to_string(),
+            });
+        }
+    }
+    for (name, oid) in tags {
+        let oid = Oid::from_str(oid).map_err(|_| bad(oid))?;
+        repo.reference(
+            &format!("refs/tags/{name}"),
+            oid,
+            true,
+            "fleetlet: imported tag",
+        )
+        .map_err(|e| repo_err(mirror, e))?;
+    }
+    let branch_ref = if branch.starts_with("refs/") {
+        branch.to_string()
+    } else {
+        format!("refs/heads/{branch}")
+    };
+    repo.reference(&branch_ref, new, true, "fleetlet: imported release")
+        .map_err(|e| repo_err(mirror, e))?;
+    repo.reference_symbolic(
+        IMPORTED_REF,
+        &branch_ref,
+        true,
+        "fleetlet: imported release",
+    )
+    .map_err(|e| repo_err(mirror, e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +292,58 @@ mod tests {
         assert!(matches!(
             export_pack(src.path(), "nope", None),
             Err(PackError::UnknownRevision { .. })
+        ));
+    }
+
+    #[test]
+    fn an_imported_release_is_what_the_imported_source_follows() {
+        use fleetlet_engine::ports::{Poll, Source};
+        let src = tempfile::tempdir().unwrap();
+        git(src.path(), &["init", "-q", "-b", "main"]);
+        let c1 = commit(src.path(), "a", "one");
+        let c2 = commit(src.path(), "a", "two");
+        git(src.path(), &["tag", "-a", "-m", "release two", "release-2"]);
+        let mirror = tempfile::tempdir().unwrap();
+        let mirror = mirror.path().join("git");
+
+        let first = export_pack(src.path(), &c1, None).unwrap();
+        import_pack(&mirror, &first.pack, None).unwrap();
+        let config = crate::GitSourceConfig::new("", crate::Follow::Imported, &mirror);
+        let mut source = crate::GitSource::open(config).unwrap();
+        assert!(source.poll(None).is_err(), "nothing published yet");
+        publish_import(&mirror, "main", &c1, &first.tags, false).unwrap();
+        match source.poll(None).unwrap() {
+            Poll::Changed(r) => {
+                assert_eq!(
+                    (r.commit.as_str(), r.reference.as_str()),
+                    (c1.as_str(), "refs/heads/main")
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            source.poll(Some(&c1)).unwrap(),
+            Poll::Unchanged(_)
+        ));
+
+        let delta = export_pack(src.path(), "main", Some(&c1)).unwrap();
+        import_pack(&mirror, &delta.pack, Some(&c1)).unwrap();
+        assert!(
+            matches!(source.poll(Some(&c1)).unwrap(), Poll::Unchanged(_)),
+            "objects alone publish nothing"
+        );
+        publish_import(&mirror, "main", &c2, &delta.tags, false).unwrap();
+        assert!(matches!(source.poll(Some(&c1)).unwrap(), Poll::Changed(r) if r.commit == c2));
+        let tags = source.tags_at(&c2).unwrap();
+        assert_eq!(tags.len(), 1);
+        assert_eq!(tags[0].name, "release-2");
+
+        // An older release replayed through a bundle is refused.
+        let err = publish_import(&mirror, "main", &c1, &[], false).unwrap_err();
+        assert!(matches!(err, PackError::Rollback { .. }), "{err}");
+        assert!(matches!(
+            source.poll(Some(&c2)).unwrap(),
+            Poll::Unchanged(_)
         ));
     }
 }
