@@ -14,6 +14,10 @@ use std::sync::{Arc, Mutex};
 pub const OCI_LAYOUT: &str = r#"{"imageLayoutVersion":"1.0.0"}"#;
 pub const INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Order in which entries were (re)tagged: one more than the highest in `index.json` when set.
+/// Several entries can name one tag (`registry/repo:tag@digest` per digest it resolved to); the
+/// highest is what the store last pulled for it. A counter, not a time: edge clocks jump.
+pub const TAG_SEQUENCE: &str = "dev.fleetlet.tag-sequence";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -53,6 +57,14 @@ impl RefEntry {
     pub fn name(&self) -> Option<&str> {
         self.annotations.get(REF_NAME).map(String::as_str)
     }
+
+    /// The entry's [`TAG_SEQUENCE`]; 0 for entries written without one (older agents, tools).
+    pub fn sequence(&self) -> u64 {
+        self.annotations
+            .get(TAG_SEQUENCE)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,8 +87,53 @@ pub struct OciStore {
 }
 
 impl OciStore {
+    /// Creates an empty layout at `root` all at once: built beside it, then renamed into
+    /// place, so a process killed while creating it leaves no half-made store behind.
+    fn create(root: &Path) -> Result<(), StoreError> {
+        let parent = root.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(|e| io_err(parent, "creating", e))?;
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging = parent.join(format!(".{name}.new-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&staging);
+        let blobs = staging.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, "creating", e))?;
+        fs::create_dir_all(staging.join(".tmp")).map_err(|e| io_err(&staging, "creating", e))?;
+        let index = serde_json::to_vec(&Index {
+            schema_version: 2,
+            media_type: Some(INDEX_MEDIA_TYPE.into()),
+            manifests: vec![],
+        })
+        .unwrap_or_default();
+        for (file, bytes) in [
+            ("oci-layout", OCI_LAYOUT.as_bytes()),
+            ("index.json", &index[..]),
+        ] {
+            let path = staging.join(file);
+            let written = fs::File::create(&path).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_all()
+            });
+            written.map_err(|e| io_err(&path, "writing", e))?;
+        }
+        match fs::rename(&staging, root) {
+            Ok(()) => Ok(()),
+            // Another process created it first: use theirs.
+            Err(_) if root.join("oci-layout").exists() => {
+                let _ = fs::remove_dir_all(&staging);
+                Ok(())
+            }
+            Err(e) => Err(io_err(root, "creating", e)),
+        }
+    }
+
     /// Opens (creating if needed) the layout at `root` and drops leftovers of interrupted writes.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
+        if !root.exists() {
+            Self::create(root)?;
+        }
         let blobs = root.join("blobs").join("sha256");
         let tmp = root.join(".tmp");
         fs::create_dir_all(&blobs).map_err(|e| io_err(&blobs, "creating", e))?;
@@ -225,12 +282,22 @@ impl OciStore {
         sync_dir(&self.blobs);
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
         let mut index = self.read_index()?;
+        let sequence = index
+            .manifests
+            .iter()
+            .map(RefEntry::sequence)
+            .max()
+            .unwrap_or(0)
+            + 1;
         index.manifests.retain(|m| m.name() != Some(name));
         index.manifests.push(RefEntry {
             media_type: descriptor.media_type.clone(),
             digest: descriptor.digest,
             size: descriptor.size,
-            annotations: BTreeMap::from([(REF_NAME.to_string(), name.to_string())]),
+            annotations: BTreeMap::from([
+                (REF_NAME.to_string(), name.to_string()),
+                (TAG_SEQUENCE.to_string(), sequence.to_string()),
+            ]),
         });
         index.manifests.sort_by(|a, b| a.name().cmp(&b.name()));
         self.write_index(&index)
