@@ -380,3 +380,57 @@ fn components_from_a_local_layout_need_no_registry_but_the_sites_permission() {
     );
     assert!(agent.terminate().success());
 }
+
+/// The uplink goes down after a pull: a new release of the same image (only the workload's env
+/// changes) still resolves the tag, from what the site's store last pulled for it, and applies.
+#[test]
+fn a_new_release_of_a_pulled_image_applies_with_the_registry_gone() {
+    let registry = TestRegistry::start().unwrap();
+    let image = format!("{}/fleet/probe:v1", registry.host());
+    let pinned = push(&probe_http(), &image);
+    let repo = TestRepo::new().unwrap();
+    let port = free_port();
+    let app = |greeting: &str| {
+        http_app("shop", "web", port, greeting, "").replace("components/probe.wasm", &image)
+    };
+    let c1 = repo
+        .commit_files(
+            &[
+                ("sites/s.yaml", site_yaml("store-1", "wasm").as_bytes()),
+                ("apps/a.yaml", app("online").as_bytes()),
+            ],
+            "image component",
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let agent = Agent::start(&config);
+    let s = agent.wait_status(T, "pulled online", |s| {
+        s["appliedCommit"].as_str() == Some(c1.as_str())
+    });
+    let artifact = s["workloads"][0]["artifact"].clone();
+    wait_body(port, "/", "hello from probe-http online", T).unwrap();
+
+    // The registry goes away; the agent keeps running.
+    drop(registry);
+    let log_len = agent.logs().len();
+    let c2 = repo
+        .commit_files(&[("apps/a.yaml", app("offline").as_bytes())], "env only")
+        .unwrap();
+    let s = agent.wait_status(T, "applied offline", |s| {
+        s["appliedCommit"].as_str() == Some(c2.as_str())
+    });
+    wait_body(port, "/", "hello from probe-http offline", T).unwrap();
+    assert_eq!(
+        s["workloads"][0]["artifact"], artifact,
+        "the same component: {s:#}"
+    );
+    let logs = agent.logs();
+    assert!(
+        logs[log_len..].contains("answered from the site's store"),
+        "{}",
+        &logs[log_len..]
+    );
+    assert!(logs[log_len..].contains(&pinned), "{}", &logs[log_len..]);
+    assert!(agent.terminate().success());
+}

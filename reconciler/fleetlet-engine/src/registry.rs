@@ -112,6 +112,146 @@ pub trait Registry {
     }
 }
 
+/// The network registry with the site's artifact store behind it, so a site whose uplink is
+/// down — or an air-gapped one, with no registry at all — still applies a release whose artifacts
+/// are already in the store (pulled before, or imported from a sync bundle).
+///
+/// Online, the registry wins: every fetch goes to `primary` first, and whatever it answers —
+/// including "not found" or "denied" — is the answer. A registry that says a tag does not exist
+/// is authoritative (the tag was deleted, or the fleet repo names a typo); answering it from an
+/// old pull would apply something the registry no longer offers. Only when the primary is
+/// [`RegistryError::Unavailable`] (network down, timeouts, 5xx after its retries), or when there
+/// is no primary, does `local` answer. Offline, a tag therefore resolves to what the store last
+/// pulled for it; the release is still verified like any other (digests, signatures and the
+/// trust policy do not care where the bytes came from). When the local one cannot answer
+/// either, the primary's `Unavailable` is returned (still transient), with a note.
+///
+/// Pushes go to the primary only.
+pub struct FallbackRegistry {
+    /// The network registry (with its mirrors and retries); `None` on a site with none.
+    pub primary: Option<Box<dyn Registry + Send + Sync>>,
+    /// The site's artifact store as a read-only registry.
+    pub local: Box<dyn Registry + Send + Sync>,
+}
+
+impl FallbackRegistry {
+    pub fn new(
+        primary: Box<dyn Registry + Send + Sync>,
+        local: Box<dyn Registry + Send + Sync>,
+    ) -> FallbackRegistry {
+        FallbackRegistry {
+            primary: Some(primary),
+            local,
+        }
+    }
+
+    /// No network registry: everything comes from `local`.
+    pub fn local_only(local: Box<dyn Registry + Send + Sync>) -> FallbackRegistry {
+        FallbackRegistry {
+            primary: None,
+            local,
+        }
+    }
+
+    /// Runs `op` on the primary, and on the local registry when the primary is unavailable
+    /// (or absent). `before_local` runs first (a sink the primary half-filled is restarted).
+    fn either<T>(
+        &self,
+        reference: &RegistryRef,
+        mut op: impl FnMut(&dyn Registry) -> Result<T, RegistryError>,
+        before_local: impl FnOnce() -> Result<(), RegistryError>,
+    ) -> Result<T, RegistryError> {
+        let Some(primary) = &self.primary else {
+            return op(self.local.as_ref());
+        };
+        let unavailable = match op(primary.as_ref()) {
+            Err(e @ RegistryError::Unavailable { .. }) => e,
+            answer => return answer,
+        };
+        let local = before_local().and_then(|()| op(self.local.as_ref()));
+        match (local, unavailable) {
+            (Ok(v), e) => {
+                tracing::info!(reference = %reference, error = %e, "registry unavailable; answered from the site's store");
+                Ok(v)
+            }
+            (Err(local), RegistryError::Unavailable { reference, message }) => {
+                let note = match local {
+                    RegistryError::NotFound { .. } => "the site's store does not have it".into(),
+                    other => format!("the site's store: {other}"),
+                };
+                Err(RegistryError::Unavailable {
+                    reference,
+                    message: format!("{message} ({note})"),
+                })
+            }
+            (Err(_), e) => Err(e),
+        }
+    }
+
+    fn primary_only(
+        &self,
+        reference: &RegistryRef,
+    ) -> Result<&(dyn Registry + Send + Sync), RegistryError> {
+        self.primary
+            .as_deref()
+            .ok_or_else(|| RegistryError::Denied {
+                reference: reference.to_string(),
+                message: "no registry is configured, and the site's store is read-only".into(),
+            })
+    }
+}
+
+impl Registry for FallbackRegistry {
+    fn fetch_manifest(&self, reference: &RegistryRef) -> Result<FetchedManifest, RegistryError> {
+        self.either(reference, |r| r.fetch_manifest(reference), || Ok(()))
+    }
+
+    fn fetch_blob(
+        &self,
+        reference: &RegistryRef,
+        descriptor: &Descriptor,
+        sink: &mut dyn BlobSink,
+    ) -> Result<u64, RegistryError> {
+        let sink = std::cell::RefCell::new(sink);
+        self.either(
+            reference,
+            |r| r.fetch_blob(reference, descriptor, &mut **sink.borrow_mut()),
+            || {
+                sink.borrow_mut()
+                    .restart()
+                    .map_err(|e| RegistryError::Local {
+                        reference: reference.to_string(),
+                        message: format!("restarting the download of {}: {e}", descriptor.digest),
+                    })
+            },
+        )
+    }
+
+    fn push_blob(
+        &self,
+        reference: &RegistryRef,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        self.primary_only(reference)?
+            .push_blob(reference, digest, bytes)
+    }
+
+    fn push_manifest(
+        &self,
+        reference: &RegistryRef,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, RegistryError> {
+        self.primary_only(reference)?
+            .push_manifest(reference, bytes, media_type)
+    }
+
+    fn referrers(&self, subject: &RegistryRef) -> Result<Option<FetchedManifest>, RegistryError> {
+        self.either(subject, |r| r.referrers(subject), || Ok(()))
+    }
+}
+
 /// Opens the local OCI layouts that `oci:PATH` references name. The agent decides which paths a
 /// fleet repo may name (trust lives on the site).
 pub trait Layouts: Send + Sync {

@@ -17,11 +17,13 @@
 mod gc;
 mod layout;
 mod layout_source;
+mod store_registry;
 mod writer;
 
 pub use gc::{GcReport, VerifyReport};
-pub use layout::{OciStore, RefEntry, StoreError};
+pub use layout::{OciStore, RefEntry, StoreError, TAG_SEQUENCE};
 pub use layout_source::LayoutSource;
+pub use store_registry::StoreRegistry;
 pub use writer::{BlobWriter, WriteSlot};
 
 impl fleetlet_engine::ports::BlobStore for OciStore {

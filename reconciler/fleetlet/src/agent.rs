@@ -162,6 +162,11 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     let mirror_store = blobs.clone();
     let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
+    // Uplink down or air-gapped: what the store already holds still applies.
+    let registry = fleetlet_engine::registry::FallbackRegistry::new(
+        Box::new(registry),
+        Box::new(fleetlet_store::StoreRegistry::new(blobs.clone())),
+    );
     let cluster = match &cfg.runtimes.k3s {
         None => None,
         Some(k) => Some(
