@@ -98,15 +98,21 @@ fn resolve(
         return store.contains(&d).then_some(d);
     }
     let entries = store.refs().ok()?;
-    entries.iter().rev().find_map(|e| {
-        let Ok(ArtifactRef::Registry(r)) = e.name()?.parse::<ArtifactRef>() else {
-            return None;
-        };
-        let same = r.repository == repository
-            && r.tag.as_deref() == Some(reference)
-            && ns.is_none_or(|ns| ns == r.registry);
-        same.then_some(e.digest)
-    })
+    // The newest pull of a tag wins (the store numbers its tag entries), as offline
+    // resolution in the engine does.
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| {
+            let Some(Ok(ArtifactRef::Registry(r))) = e.name().map(str::parse::<ArtifactRef>) else {
+                return false;
+            };
+            r.repository == repository
+                && r.tag.as_deref() == Some(reference)
+                && ns.is_none_or(|ns| ns == r.registry)
+        })
+        .max_by_key(|(i, e)| (e.sequence(), *i))
+        .map(|(_, e)| e.digest)
 }
 
 async fn manifest(
