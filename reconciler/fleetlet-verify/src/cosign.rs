@@ -480,8 +480,22 @@ impl SigningKey {
             .map_err(|e| KeyError::Private(e.to_string()))
     }
 
-    /// The raw signature over `message` (ASN.1 DER for ECDSA).
+    /// The raw signature over `message` (ASN.1 DER for ECDSA). ECDSA P-256 signatures are
+    /// deterministic (RFC 6979): the same key and message give the same bytes, so signed
+    /// sync bundles made twice from the same inputs are byte-identical.
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        if let SigningScheme::ECDSA_P256_SHA256_ASN1 = self.scheme {
+            use p256::pkcs8::DecodePrivateKey as _;
+            use signature::Signer as _;
+            let der = self
+                .pair
+                .private_key_to_der()
+                .map_err(|e| KeyError::Private(e.to_string()))?;
+            let key = p256::ecdsa::SigningKey::from_pkcs8_der(&der)
+                .map_err(|e| KeyError::Private(e.to_string()))?;
+            let sig: p256::ecdsa::Signature = key.sign(message);
+            return Ok(sig.to_der().as_bytes().to_vec());
+        }
         self.pair
             .to_sigstore_signer(&self.scheme)
             .and_then(|s| s.sign(message))
