@@ -130,6 +130,26 @@ struct PulledComponent {
     verification: Verification,
 }
 
+impl PulledComponent {
+    /// Notes the verdict for `workload`: who signed it, or why it may not run.
+    fn record(
+        &self,
+        workload: &str,
+        artifacts: &mut BTreeMap<String, VerifiedArtifact>,
+        failures: &mut Vec<(String, String)>,
+    ) {
+        match &self.verification {
+            Verification::NotRequired => {}
+            Verification::Passed(v) => {
+                artifacts.insert(self.pinned.clone(), v.clone());
+            }
+            Verification::Failed(reason) => {
+                failures.push((workload.to_string(), format!("{}: {reason}", self.pinned)))
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Verification {
     NotRequired,
@@ -510,15 +530,7 @@ where
                     }
                 };
                 w.pin_component(pin.pinned.clone(), pin.layer, pin.size);
-                match pin.verification {
-                    Verification::NotRequired => {}
-                    Verification::Passed(v) => {
-                        artifacts.insert(pin.pinned, v);
-                    }
-                    Verification::Failed(reason) => {
-                        failures.push((w.id(), format!("{}: {reason}", pin.pinned)))
-                    }
-                }
+                pin.record(&w.id(), &mut artifacts, &mut failures);
             }
         }
 
@@ -546,15 +558,7 @@ where
                             p
                         }
                     };
-                    match &pin.verification {
-                        Verification::NotRequired => {}
-                        Verification::Passed(v) => {
-                            artifacts.insert(pin.pinned.clone(), v.clone());
-                        }
-                        Verification::Failed(reason) => {
-                            failures.push((w.id(), format!("{}: {reason}", pin.pinned)))
-                        }
-                    }
+                    pin.record(&w.id(), &mut artifacts, &mut failures);
                     image_pins.insert(image, pin.pinned.clone());
                 }
                 w.pin_images(&image_pins);
