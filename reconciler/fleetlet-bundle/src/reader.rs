@@ -14,7 +14,8 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 /// Largest accepted `manifest.json` (it is held in memory): about 200 000 entries.
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
@@ -76,13 +77,25 @@ impl BundleReader {
         trusted: &[TrustedKey],
         staging_parent: &Path,
     ) -> Result<VerifiedBundle, BundleError> {
+        Self::open_with_progress(parts, limits, trusted, staging_parent, None)
+    }
+
+    /// [`open`](Self::open), adding the unpacked bytes to `progress` as they stream (the
+    /// manifest's total size is the end).
+    pub fn open_with_progress(
+        parts: &[PathBuf],
+        limits: Limits,
+        trusted: &[TrustedKey],
+        staging_parent: &Path,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<VerifiedBundle, BundleError> {
         let parts = parts::order(parts)?;
         let staging = tempfile::Builder::new()
             .prefix(".fleetlet-bundle-")
             .tempdir_in(staging_parent)
             .map_err(|e| BundleError::io(staging_parent, e))?;
         // On error `staging` is dropped here, which removes it and whatever was written.
-        let (manifest, signer) = extract(&parts, limits, trusted, staging.path())?;
+        let (manifest, signer) = extract(&parts, limits, trusted, staging.path(), progress)?;
         Ok(VerifiedBundle {
             staging,
             manifest,
@@ -96,7 +109,7 @@ impl BundleReader {
     pub fn inspect(parts: &[PathBuf]) -> Result<(Manifest, String), BundleError> {
         let parts = parts::order(parts)?;
         let cap = MAX_MANIFEST_BYTES + MAX_SIG_BYTES + MAX_KEY_BYTES + (64 << 10);
-        let mut stream = Stream::open(&parts, cap)?;
+        let mut stream = Stream::open(&parts, cap, None)?;
         let state = stream.state.clone();
         let mut entries = stream.entries()?;
         let head = read_head(&mut entries, &state)?;
@@ -110,6 +123,8 @@ impl BundleReader {
 #[derive(Default)]
 struct StreamState {
     failure: Rc<RefCell<Option<BundleError>>>,
+    /// Unpacked bytes so far, for a progress bar drawn by another thread.
+    progress: Option<Arc<AtomicU64>>,
 }
 
 impl StreamState {
@@ -148,6 +163,9 @@ impl<R: Read> Read for CappedReader<R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.unpacked += n as u64;
+                if let Some(p) = &self.state.progress {
+                    p.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 if self.unpacked > self.limit {
                     self.state
                         .fail(BundleError::UnpackedTooLarge { limit: self.limit });
@@ -181,8 +199,15 @@ struct Stream {
 }
 
 impl Stream {
-    fn open(parts: &[PathBuf], cap: u64) -> Result<Stream, BundleError> {
-        let state = Rc::new(StreamState::default());
+    fn open(
+        parts: &[PathBuf],
+        cap: u64,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> Result<Stream, BundleError> {
+        let state = Rc::new(StreamState {
+            progress,
+            ..StreamState::default()
+        });
         let reader = PartReader::open(parts, state.failure.clone())?;
         let first = parts.first().cloned().unwrap_or_default();
         let decoder =
@@ -327,8 +352,9 @@ fn extract(
     limits: Limits,
     trusted: &[TrustedKey],
     staging: &Path,
+    progress: Option<Arc<AtomicU64>>,
 ) -> Result<(Manifest, String), BundleError> {
-    let mut stream = Stream::open(parts, limits.max_unpacked)?;
+    let mut stream = Stream::open(parts, limits.max_unpacked, progress)?;
     let state = stream.state.clone();
     let mut entries = stream.entries()?;
 

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod engine;
 pub mod k3s;
 pub mod ports;
+pub mod preflight;
 pub mod record;
 pub mod registry;
 pub mod status;

@@ -142,3 +142,45 @@ pub trait Verifier: Send + Sync {
     /// After how many seconds without the source advancing a freeze is reported.
     fn max_source_age(&self) -> Option<i64>;
 }
+
+// The agent shares one policy between the engine and the sync-bundle inbox.
+impl<T: Verifier + ?Sized> Verifier for std::sync::Arc<T> {
+    fn artifact_requirement(&self, reference: &RegistryRef) -> Requirement {
+        (**self).artifact_requirement(reference)
+    }
+    fn verify_artifact(
+        &self,
+        pinned: &RegistryRef,
+        material: &[SignatureManifest],
+    ) -> Result<Vec<Signer>, String> {
+        (**self).verify_artifact(pinned, material)
+    }
+    fn verify_commit(
+        &self,
+        rev: &crate::ports::Revision,
+        signed: Option<&SignedObject>,
+    ) -> Result<Option<Signer>, String> {
+        (**self).verify_commit(rev, signed)
+    }
+    fn verify_release_tag(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        tags: &[TagEvidence],
+    ) -> Result<Option<Signer>, String> {
+        (**self).verify_release_tag(labels, tags)
+    }
+    fn verify_rollback(
+        &self,
+        from: &str,
+        to: &str,
+        tags: &[TagEvidence],
+    ) -> Result<Signer, String> {
+        (**self).verify_rollback(from, to, tags)
+    }
+    fn atomic(&self) -> bool {
+        (**self).atomic()
+    }
+    fn max_source_age(&self) -> Option<i64> {
+        (**self).max_source_age()
+    }
+}

@@ -103,6 +103,26 @@ pub fn export_pack(path: &Path, rev: &str, since: Option<&str>) -> Result<PackEx
     })
 }
 
+/// The commit `rev` (a branch, tag, commit id or any revision Git understands) names in the
+/// repository at `path`.
+pub fn rev_commit(path: &Path, rev: &str) -> Result<String, PackError> {
+    let repo = Repository::open(path).map_err(|e| repo_err(path, e))?;
+    repo.revparse_single(rev)
+        .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id().to_string())
+        .map_err(|_| PackError::UnknownRevision {
+            path: path.display().to_string(),
+            rev: rev.to_string(),
+        })
+}
+
+/// The commit of the release last imported into the mirror, if any.
+pub fn imported_commit(mirror: &Path) -> Option<String> {
+    let repo = Repository::open_bare(mirror).ok()?;
+    let r = repo.find_reference(IMPORTED_REF).ok()?;
+    Some(r.resolve().ok()?.peel_to_commit().ok()?.id().to_string())
+}
+
 /// Whether the mirror at `mirror` (bare) has `commit`.
 pub fn has_commit(mirror: &Path, commit: &str) -> bool {
     let Ok(repo) = Repository::open_bare(mirror) else {
@@ -145,6 +165,35 @@ pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(),
         .commit()
         .map_err(|e| PackError::Import(e.message().to_string()))?;
     Ok(())
+}
+
+/// Imports `pack` into a fresh bare repository at `staging` that borrows the objects of
+/// `mirror` (Git alternates), so an import can be checked — signatures read, tree rendered,
+/// descent from what the site has — before anything reaches the mirror. Dropping `staging`
+/// leaves the mirror exactly as it was. A delta's base must be in the mirror.
+pub fn stage_import(
+    mirror: &Path,
+    staging: &Path,
+    pack: &[u8],
+    base: Option<&str>,
+) -> Result<(), PackError> {
+    let repo = Repository::init_bare(staging).map_err(|e| repo_err(staging, e))?;
+    let objects = mirror.join("objects");
+    if objects.is_dir() {
+        let objects = objects.canonicalize().map_err(|e| PackError::Repo {
+            path: objects.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let alternates = staging.join("objects").join("info").join("alternates");
+        std::fs::create_dir_all(alternates.parent().unwrap_or(staging))
+            .and_then(|()| std::fs::write(&alternates, format!("{}\n", objects.display())))
+            .map_err(|e| PackError::Repo {
+                path: alternates.display().to_string(),
+                message: e.to_string(),
+            })?;
+    }
+    drop(repo);
+    import_pack(staging, pack, base)
 }
 
 /// Makes an imported release visible to the agent: tag refs first (the engine reads release

@@ -278,34 +278,71 @@ impl OciStore {
 
     /// Points `name` at `descriptor` in `index.json` (replacing an entry of the same name).
     pub fn set_ref(&self, name: &str, descriptor: &Descriptor) -> Result<(), StoreError> {
+        self.set_refs(&[(name.to_string(), descriptor.clone())])
+    }
+
+    /// Points every name at its descriptor with one atomic write of `index.json`, in order (a
+    /// later entry counts as tagged later): an imported bundle's tags appear all at once.
+    pub fn set_refs(&self, entries: &[(String, Descriptor)]) -> Result<(), StoreError> {
         // Blobs renamed into place become durable before anything names them.
         sync_dir(&self.blobs);
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = self.lock_index_file()?;
         let mut index = self.read_index()?;
-        let sequence = index
+        let mut sequence = index
             .manifests
             .iter()
             .map(RefEntry::sequence)
             .max()
-            .unwrap_or(0)
-            + 1;
-        index.manifests.retain(|m| m.name() != Some(name));
-        index.manifests.push(RefEntry {
-            media_type: descriptor.media_type.clone(),
-            digest: descriptor.digest,
-            size: descriptor.size,
-            annotations: BTreeMap::from([
-                (REF_NAME.to_string(), name.to_string()),
-                (TAG_SEQUENCE.to_string(), sequence.to_string()),
-            ]),
-        });
+            .unwrap_or(0);
+        for (name, descriptor) in entries {
+            sequence += 1;
+            index.manifests.retain(|m| m.name() != Some(name.as_str()));
+            index.manifests.push(RefEntry {
+                media_type: descriptor.media_type.clone(),
+                digest: descriptor.digest,
+                size: descriptor.size,
+                annotations: BTreeMap::from([
+                    (REF_NAME.to_string(), name.clone()),
+                    (TAG_SEQUENCE.to_string(), sequence.to_string()),
+                ]),
+            });
+        }
         index.manifests.sort_by(|a, b| a.name().cmp(&b.name()));
         self.write_index(&index)
+    }
+
+    /// Moves `file`, whose contents the caller has already hashed to `digest` (a sync bundle's
+    /// reader checks every entry against its signed manifest as it extracts it) and fsynced,
+    /// into the store under that name. `file` must be on the store's file system; a blob the
+    /// store already has is kept and `file` is left alone. Nothing names the blob yet.
+    pub fn adopt(&self, digest: &Digest, file: &Path) -> Result<(), StoreError> {
+        if self.contains(digest) {
+            return Ok(());
+        }
+        let target = self.path_of(digest);
+        fs::rename(file, &target).map_err(|e| io_err(&target, "moving into the store", e))
+    }
+
+    /// Serialises `index.json` updates across processes (the agent, and `fleetlet bundle
+    /// import` run by hand beside it); the in-process mutex alone would let one lose the
+    /// other's tags.
+    fn lock_index_file(&self) -> Result<fs::File, StoreError> {
+        let path = self.root.join(".index.lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| io_err(&path, "opening", e))?;
+        file.lock().map_err(|e| io_err(&path, "locking", e))?;
+        Ok(file)
     }
 
     /// Removes the entry `name` from `index.json`; true when there was one.
     pub fn remove_ref(&self, name: &str) -> Result<bool, StoreError> {
         let _guard = self.index_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _file_lock = self.lock_index_file()?;
         let mut index = self.read_index()?;
         let before = index.manifests.len();
         index.manifests.retain(|m| m.name() != Some(name));

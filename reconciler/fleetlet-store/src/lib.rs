@@ -20,7 +20,7 @@ mod layout_source;
 mod store_registry;
 mod writer;
 
-pub use gc::{GcReport, VerifyReport};
+pub use gc::{GcReport, VerifyReport, children};
 pub use layout::{OciStore, RefEntry, StoreError, TAG_SEQUENCE};
 pub use layout_source::LayoutSource;
 pub use store_registry::StoreRegistry;

@@ -38,6 +38,9 @@ pub struct TrustConfig {
     pub artifacts: ArtifactPolicy,
     #[serde(default)]
     pub commits: CommitPolicy,
+    /// Who may sign sync bundles (air-gap imports).
+    #[serde(default)]
+    pub bundles: BundlePolicy,
     /// One artifact failing verification holds the whole release (default). When false, only
     /// its workloads are held (at their previous version) and the rest goes ahead.
     #[serde(default = "yes")]
@@ -89,6 +92,17 @@ pub enum Require {
     Signed,
     /// Nothing: for development, or artifacts whose trust comes from elsewhere.
     None,
+}
+
+/// Who may sign the sync bundles a site imports. A bundle's signature only vouches that the
+/// bundle arrived as its maker wrote it; the commit and artifacts inside are still verified
+/// against the rest of the policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundlePolicy {
+    /// Names of `keys` whose signature on a bundle is accepted (default: every key).
+    #[serde(default)]
+    pub signers: Vec<String>,
 }
 
 /// What artifacts (container images and Wasm components pulled from registries or layouts)
@@ -278,6 +292,17 @@ impl TrustPolicy {
             None => Ok(()),
         };
         check_names("artifacts.signers".into(), &config.artifacts.signers)?;
+        if let Some(n) = config
+            .bundles
+            .signers
+            .iter()
+            .find(|n| !config.keys.contains_key(*n))
+        {
+            return Err(invalid(
+                "bundles.signers".into(),
+                format!("no key is named {n:?} (bundles are signed with keys, not keyless)"),
+            ));
+        }
         let mut rules = Vec::new();
         for (i, r) in config.artifacts.rules.iter().enumerate() {
             let field = format!("artifacts.rules[{i}]");
@@ -400,6 +425,16 @@ impl TrustPolicy {
             detail: Some(s.fingerprint),
             log_index: None,
         })
+    }
+
+    /// The keys whose signature on a sync bundle this site accepts.
+    pub fn bundle_keys(&self) -> Vec<TrustedKey> {
+        let allowed = &self.config.bundles.signers;
+        self.keys
+            .iter()
+            .filter(|k| allowed.is_empty() || allowed.contains(&k.name))
+            .cloned()
+            .collect()
     }
 
     /// Verifies a single artifact against this policy (what `fleetlet verify --policy` runs).

@@ -7,6 +7,7 @@
 //! status snapshot.
 
 use crate::config::AgentConfig;
+use crate::inbox::{Inbox, Verdict};
 use crate::metrics::Metrics;
 use anyhow::{Context, anyhow};
 use axum::Router;
@@ -80,12 +81,16 @@ pub fn format_time(t: i64) -> String {
 }
 
 fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
-    let git = &cfg.source.git;
+    let mirror = cfg.state_dir.join("git");
+    let Some(git) = &cfg.source.git else {
+        // Releases come only from imported sync bundles: the mirror is the whole source.
+        return GitSourceConfig::new("sync bundles", Follow::Imported, mirror);
+    };
     let follow = match (&git.tag, &git.branch) {
         (Some(t), _) => Follow::TagPattern(t.clone()),
         (None, b) => Follow::Branch(b.clone().unwrap_or_else(|| "main".into())),
     };
-    let mut c = GitSourceConfig::new(git.url.clone(), follow, cfg.state_dir.join("git"));
+    let mut c = GitSourceConfig::new(git.url.clone(), follow, mirror);
     c.ca_file = git.ca_file.clone();
     c.ssh_key = git.ssh_key.clone();
     c.known_hosts = git.known_hosts.clone();
@@ -129,6 +134,7 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
 }
 
 pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> anyhow::Result<()> {
+    let policy = Arc::new(policy);
     let state_dir = cfg.state_dir.clone();
     for sub in ["", "compiled", "volumes"] {
         std::fs::create_dir_all(state_dir.join(sub))
@@ -160,6 +166,7 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     let host = WasmHost::new(host_config).context("starting the Wasm runtime")?;
     let source = GitSource::open(git_source_config(&cfg)).context("opening the Git mirror")?;
     let mirror_store = blobs.clone();
+    let import_store = blobs.clone();
     let registry = fleetlet_oci::OciRegistry::new(cfg.registries.to_adapter(), rt.handle().clone())
         .context("configuring registry access")?;
     // Uplink down or air-gapped: what the store already holds still applies.
@@ -182,8 +189,8 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     };
     let mut engine = Engine::new(cfg.site.to_string(), source, host, blobs, store)
         .context("loading agent state")?
-        .with_verifier(Box::new(policy))
-        .allow_history_rewrite(cfg.source.git.allow_force_push)
+        .with_verifier(Box::new(policy.clone()))
+        .allow_history_rewrite(cfg.source.git.as_ref().is_some_and(|g| g.allow_force_push))
         .with_registry(Box::new(registry))
         .with_layouts(Box::new(AllowedLayouts(
             cfg.registries.local_layouts.clone(),
@@ -239,8 +246,34 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
         Err(e) => warn!(error = %e, "cannot install signal handlers"),
     }
-    let _watcher = fleetlet_git::local_path(&cfg.source.git.url)
+    let _watcher = cfg
+        .source
+        .git
+        .as_ref()
+        .and_then(|g| fleetlet_git::local_path(&g.url))
         .and_then(|p| watch_repo(&p, &state_dir, tx.clone()));
+    let mut inbox = match cfg.source.bundles.as_ref().and_then(|b| b.inbox.as_ref()) {
+        None => None,
+        Some(dir) => {
+            let settle = cfg
+                .source
+                .bundles
+                .as_ref()
+                .map(|b| b.settle.as_duration())
+                .unwrap_or_default();
+            let inbox = Inbox::open(dir, settle)
+                .with_context(|| format!("opening the bundle inbox {}", dir.display()))?;
+            let wake = tx.clone();
+            let watcher = inbox
+                .watch(move || {
+                    let _ = wake.send(Trigger::Changed);
+                })
+                .map_err(|e| warn!(error = %e, "cannot watch the bundle inbox; looking at each interval"))
+                .ok();
+            info!(inbox = %dir.display(), "importing sync bundles dropped into the inbox");
+            Some((inbox, watcher))
+        }
+    };
 
     // Bring back what ran before, from local state only: the site serves before any network.
     let started = Instant::now();
@@ -256,8 +289,12 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     publish(&engine, &shared, &state_dir);
     shared.ready.store(true, Ordering::SeqCst);
 
-    let interval = cfg.source.git.interval.as_duration();
+    let interval = cfg.source.interval();
+    let mut inbox_check: Option<Duration> = None;
     loop {
+        if let Some((inbox, _)) = inbox.as_mut() {
+            inbox_check = import_from_inbox(inbox, &cfg, &policy, &import_store);
+        }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
         let status = publish(&engine, &shared, &state_dir);
@@ -270,6 +307,8 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         } else {
             interval
         };
+        // A bundle still being copied is looked at again once it may have settled.
+        let next = inbox_check.map_or(next, |d| next.min(d.max(Duration::from_millis(50))));
         if wait(&rx, next) {
             break;
         }
@@ -294,6 +333,53 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     rt.shutdown_timeout(Duration::from_secs(5));
     info!("stopped");
     Ok(())
+}
+
+/// Imports every complete bundle in the inbox, then files it under done/ or rejected/.
+/// Returns when to look again for files still being copied.
+fn import_from_inbox(
+    inbox: &mut Inbox,
+    cfg: &AgentConfig,
+    policy: &fleetlet_verify::policy::TrustPolicy,
+    store: &OciStore,
+) -> Option<Duration> {
+    let (ready, next) = inbox.ready();
+    let site_name = cfg.site.to_string();
+    for candidate in ready {
+        let site = crate::bundle::import::Site {
+            name: &site_name,
+            state_dir: &cfg.state_dir,
+            policy,
+            store,
+            max_unpacked: crate::bundle::cli::max_unpacked(cfg),
+            k3s: cfg.runtimes.k3s.is_some(),
+        };
+        let verdict = match crate::bundle::import::import(&candidate.files, &site, None) {
+            Ok(imported) => {
+                info!(bundle = %candidate.name, commit = %imported.commit, "imported sync bundle");
+                Verdict::Done(imported.summary_line())
+            }
+            Err(crate::bundle::import::ImportError::Truncated(reason))
+                if candidate.files.len() > 1 =>
+            {
+                info!(bundle = %candidate.name, "split bundle incomplete; waiting for its last part");
+                Verdict::Wait(reason)
+            }
+            Err(crate::bundle::import::ImportError::Local(reason)) => {
+                // The site's fault (disk full, permissions): keep the bundle to try again.
+                warn!(bundle = %candidate.name, error = %reason, "importing sync bundle failed on this site");
+                Verdict::Wait(reason)
+            }
+            Err(e) => {
+                warn!(bundle = %candidate.name, reason = %e, "sync bundle rejected");
+                Verdict::Rejected(e.to_string())
+            }
+        };
+        if let Err(e) = inbox.finish(&candidate, &verdict) {
+            warn!(bundle = %candidate.name, error = %e, "cannot move the bundle out of the inbox");
+        }
+    }
+    next
 }
 
 /// Local OCI layouts a fleet repo may name: only under the folders the site's config allows.

@@ -125,7 +125,51 @@ impl RegistriesConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SourceConfig {
-    pub git: GitConfig,
+    /// Pull the fleet repo from Git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitConfig>,
+    /// Or take releases from signed sync bundles only (air-gapped sites): dropped into an
+    /// inbox, or imported with `fleetlet bundle import`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundles: Option<BundlesConfig>,
+}
+
+impl SourceConfig {
+    /// How often the source is looked at.
+    pub fn interval(&self) -> std::time::Duration {
+        match (&self.git, &self.bundles) {
+            (Some(g), _) => g.interval.as_duration(),
+            (None, Some(b)) => b.interval.as_duration(),
+            (None, None) => default_interval().as_duration(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundlesConfig {
+    /// A folder the agent watches: each bundle copied there is imported once complete, then
+    /// moved to `done/` or `rejected/` (with a `.reason` file) beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<PathBuf>,
+    /// How long a file must stay unchanged before it counts as completely copied (default 2s).
+    #[serde(default = "default_settle")]
+    pub settle: DurationSpec,
+    /// How often the inbox and the imported release are looked at, besides file events
+    /// (default 30s).
+    #[serde(default = "default_interval")]
+    pub interval: DurationSpec,
+    /// Largest unpacked bundle accepted (default 64Gi): the guard against compression bombs.
+    #[serde(default = "default_max_bundle")]
+    pub max_size: fleetlet_core::units::ByteSize,
+}
+
+fn default_settle() -> DurationSpec {
+    DurationSpec(2_000)
+}
+
+fn default_max_bundle() -> fleetlet_core::units::ByteSize {
+    fleetlet_core::units::ByteSize(64 << 30)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -271,17 +315,33 @@ impl AgentConfig {
                 cfg.kind
             );
         }
-        if cfg.source.git.interval.0 < 100 || cfg.source.git.timeout.0 < 100 {
-            bail!(
-                "agent config {}: source.git.interval and source.git.timeout must be at least 100ms",
+        match (&cfg.source.git, &cfg.source.bundles) {
+            (Some(_), Some(_)) | (None, None) => bail!(
+                "agent config {}: source: set exactly one of `git` and `bundles`",
                 path.display()
-            );
-        }
-        if cfg.source.git.branch.is_some() && cfg.source.git.tag.is_some() {
-            bail!(
-                "agent config {}: source.git: set `branch` or `tag`, not both",
-                path.display()
-            );
+            ),
+            (Some(git), None) => {
+                if git.interval.0 < 100 || git.timeout.0 < 100 {
+                    bail!(
+                        "agent config {}: source.git.interval and source.git.timeout must be at least 100ms",
+                        path.display()
+                    );
+                }
+                if git.branch.is_some() && git.tag.is_some() {
+                    bail!(
+                        "agent config {}: source.git: set `branch` or `tag`, not both",
+                        path.display()
+                    );
+                }
+            }
+            (None, Some(b)) => {
+                if b.interval.0 < 100 {
+                    bail!(
+                        "agent config {}: source.bundles.interval must be at least 100ms",
+                        path.display()
+                    );
+                }
+            }
         }
         let mut cfg = cfg;
         // Relative paths are relative to the config file, as an operator reading it expects.
@@ -299,11 +359,17 @@ impl AgentConfig {
         for p in &mut cfg.trust.commit_signers.openpgp_keys {
             *p = base.join(&*p);
         }
+        if let Some(inbox) = cfg.source.bundles.as_mut().and_then(|b| b.inbox.as_mut()) {
+            *inbox = base.join(&*inbox);
+        }
         let host_cas = cfg.registries.hosts.values_mut().map(|h| &mut h.ca_file);
+        let git_paths = cfg
+            .source
+            .git
+            .as_mut()
+            .map(|g| vec![&mut g.ca_file, &mut g.ssh_key, &mut g.known_hosts])
+            .unwrap_or_default();
         for p in [
-            &mut cfg.source.git.ca_file,
-            &mut cfg.source.git.ssh_key,
-            &mut cfg.source.git.known_hosts,
             &mut cfg.registries.docker_config,
             &mut cfg.trust.commit_signers.allowed_signers,
             cfg.runtimes
@@ -313,16 +379,17 @@ impl AgentConfig {
                 .unwrap_or(&mut None),
         ]
         .into_iter()
+        .chain(git_paths)
         .chain(host_cas)
         .flatten()
         {
             *p = base.join(&*p);
         }
-        if !cfg.source.git.url.contains("://") && !cfg.source.git.url.contains('@') {
-            cfg.source.git.url = base
-                .join(&cfg.source.git.url)
-                .to_string_lossy()
-                .into_owned();
+        if let Some(git) = &mut cfg.source.git
+            && !git.url.contains("://")
+            && !git.url.contains('@')
+        {
+            git.url = base.join(&git.url).to_string_lossy().into_owned();
         }
         Ok(cfg)
     }
@@ -357,7 +424,7 @@ mod tests {
         .unwrap();
         let cfg = AgentConfig::load(&p).unwrap();
         assert_eq!(cfg.state_dir, dir.path().join("state"));
-        assert_eq!(cfg.source.git.interval, DurationSpec(30_000));
+        assert_eq!(cfg.source.git.unwrap().interval, DurationSpec(30_000));
         std::fs::write(
             &p,
             "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: s1\nstateDir: s\nsource: {git: {url: r}}\nbogus: 1\n",

@@ -2,9 +2,11 @@
 //! agent's HTTP endpoint. Errors are `anyhow` here, with context naming what was being done.
 
 mod agent;
+mod bundle;
 mod cache_cmd;
 mod config;
 mod fs_tree;
+mod inbox;
 mod metrics;
 mod oci_cmd;
 mod progress;
@@ -70,6 +72,94 @@ enum CacheCommand {
         /// Only report what would be removed.
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BundleCommand {
+    /// Pack a release for air-gapped sites: the Git objects to reach it, every artifact the
+    /// selected sites need with its signatures, signed with the operator's key. Deterministic.
+    Create {
+        /// The fleet repo: a path or a Git URL.
+        #[arg(long)]
+        repo: String,
+        /// Branch or tag of the release.
+        #[arg(long, default_value = "main")]
+        rev: String,
+        /// A site to carry the release to; repeatable.
+        #[arg(long = "site", required_unless_present = "selector")]
+        sites: Vec<String>,
+        /// Sites whose labels match all of `key=value,...`.
+        #[arg(long)]
+        selector: Option<String>,
+        /// Make a delta: only what changed after this commit (the sites must have it).
+        #[arg(long)]
+        since: Option<String>,
+        /// Leave out blobs a site already has: its inventory, or the status file from
+        /// `fleetlet bundle export-status`.
+        #[arg(long)]
+        site_inventory: Option<PathBuf>,
+        /// The operator's private key (`fleetlet keygen`); passphrase from FLEETLET_PASSWORD.
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Split into FILE.part-001, -002, … of at most this size (e.g. 4Gi for FAT32 media).
+        #[arg(long, value_parser = fleetlet_core::units::ByteSize::parse)]
+        max_size: Option<fleetlet_core::units::ByteSize>,
+        /// The branch the sites see the release on (default: --rev when it is a branch, else main).
+        #[arg(long)]
+        branch: Option<String>,
+        /// os/arch[/variant] of the sites (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        /// Agent config whose `registries` section (credentials, CAs) to use.
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Show what a bundle or status file carries, for which sites, signed by whom.
+    Inspect {
+        /// The file, or every part of a split bundle.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Verify the signature against this public key.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Verify the signature against this agent config's bundle signers.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Verify a bundle against this site's trust policy and make its release the site's next
+    /// one — all of it or nothing. Exit 1 when it is rejected.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: PathBuf,
+        /// Override the config's state dir.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Write this site's status and import records, signed with the site key, for a technician
+    /// to carry back.
+    ExportStatus {
+        #[arg(long)]
+        out: PathBuf,
+        /// Only records from this time on (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        #[arg(short, long, value_enum, default_value = "text")]
+        output: Output,
     },
 }
 
@@ -193,6 +283,11 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Air-gap sync bundles: create, inspect, import; carry status back.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
     /// Write the JSON Schemas of every document kind.
     Schemas {
         #[arg(long, default_value = "schemas")]
@@ -296,6 +391,7 @@ fn main() -> ExitCode {
             &annotations,
             output,
         ),
+        Command::Bundle { command } => bundle::cli::run(command),
         Command::Schemas { out } => write_schemas(&out).map(|_| true),
     };
     match result {

@@ -44,6 +44,13 @@ fn passphrase(confirm: bool) -> anyhow::Result<String> {
     Ok(first)
 }
 
+/// Opens a private key (cosign's encrypted format), asking for its passphrase as `sign` does.
+pub fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    SigningKey::from_encrypted_pem(&pem, passphrase(false)?.as_bytes())
+        .with_context(|| format!("opening private key {}", path.display()))
+}
+
 /// Writes `PREFIX.key` (encrypted) and `PREFIX.pub`; refuses to overwrite either.
 pub fn keygen(prefix: &Path, output: Output) -> anyhow::Result<bool> {
     let private = prefix.with_extension("key");

@@ -1,0 +1,432 @@
+//! `fleetlet bundle import` and the agent's inbox: a bundle becomes the site's next release only
+//! after every check the site's policy requires has passed, and then all at once.
+//!
+//! 1. The container is extracted into a staging directory beside the state (signature by a key
+//!    in `trust.bundles`, every entry's digest and size, no hostile paths, a size cap).
+//! 2. The bundle must name this site; its Git objects go into a staging repository that
+//!    borrows the site's mirror (so a delta finds its base, and the mirror is not touched).
+//! 3. The release is checked as the engine would check it ([`check_release`]): history (no
+//!    rollback without a signed instruction), commit signature, render, release tag, every
+//!    artifact present — in the bundle or already on the site — and signed per policy.
+//! 4. Only then: blobs are renamed into the site's store (unnamed, so invisible), tags are
+//!    written in one atomic `index.json` update, the objects are added to the mirror, and the
+//!    mirror's branch moves — the one write that publishes the release to the agent.
+//!
+//! A rejection at any step leaves the site as it was (the staging directory is removed) and is
+//! recorded in `bundles/imports.jsonl` with its reason.
+
+use super::{BLOB_PREFIX, Meta, OCI_DIR, PACK_ENTRY, blob_digest, human_bytes};
+use fleetlet_bundle::{BundleError, BundleReader, Limits};
+use fleetlet_engine::artifacts::Platform;
+use fleetlet_engine::ports::Source;
+use fleetlet_engine::preflight::{Layered, Preflight, check_release};
+use fleetlet_engine::trust::Signer;
+use fleetlet_git::pack::{self, PackError};
+use fleetlet_git::{Follow, GitSource, GitSourceConfig};
+use fleetlet_store::OciStore;
+use fleetlet_verify::policy::TrustPolicy;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+pub const IMPORTS_LOG: &str = "imports.jsonl";
+pub const BUNDLES_DIR: &str = "bundles";
+/// Entries a release bundle may hold; the manifest listing more is refused before extraction.
+const MAX_ENTRIES: usize = 1_000_000;
+
+/// What an import checks against.
+pub struct Site<'a> {
+    pub name: &'a str,
+    pub state_dir: &'a Path,
+    pub policy: &'a TrustPolicy,
+    pub store: &'a OciStore,
+    pub max_unpacked: u64,
+    /// Whether the site applies k3s workloads (their images are checked too).
+    pub k3s: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Imported {
+    pub commit: String,
+    pub reference: String,
+    pub summary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// Fingerprint of the key that signed the bundle.
+    pub bundle_signer: String,
+    pub commit_signers: Vec<Signer>,
+    pub artifacts: BTreeMap<String, Vec<Signer>>,
+    /// Workloads the engine will hold (non-atomic policy): id → reason.
+    pub held: BTreeMap<String, String>,
+    pub blobs_added: usize,
+    pub bytes_added: u64,
+}
+
+impl Imported {
+    pub fn summary_line(&self) -> String {
+        format!(
+            "commit {} \"{}\" ({} artifact(s), {} new blob(s), {}){}",
+            &self.commit[..12.min(self.commit.len())],
+            self.summary,
+            self.artifacts.len(),
+            self.blobs_added,
+            human_bytes(self.bytes_added),
+            if self.held.is_empty() {
+                String::new()
+            } else {
+                format!("; {} workload(s) held", self.held.len())
+            }
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The bundle is refused: the reason is for the technician; nothing changed.
+    #[error("{0}")]
+    Rejected(String),
+    /// The bundle ends early: a split bundle whose last part may still be on its way.
+    #[error("{0}")]
+    Truncated(String),
+    /// The site itself failed (disk, permissions): retrying the same bundle may work.
+    #[error("{0}")]
+    Local(String),
+}
+
+fn rejected(e: impl std::fmt::Display) -> ImportError {
+    ImportError::Rejected(e.to_string())
+}
+
+fn local(what: &str, e: impl std::fmt::Display) -> ImportError {
+    ImportError::Local(format!("{what}: {e}"))
+}
+
+impl From<BundleError> for ImportError {
+    fn from(e: BundleError) -> Self {
+        match e {
+            BundleError::Truncated { .. } => ImportError::Truncated(e.to_string()),
+            // A full disk is the site's problem, not the bundle's.
+            BundleError::Io { .. } => ImportError::Local(e.to_string()),
+            other => ImportError::Rejected(other.to_string()),
+        }
+    }
+}
+
+fn pack_err(e: PackError) -> ImportError {
+    match e {
+        PackError::Repo { .. } => ImportError::Local(e.to_string()),
+        other => ImportError::Rejected(other.to_string()),
+    }
+}
+
+/// The commit the site runs, from the status the agent publishes (the state record itself is
+/// locked by a running agent).
+fn applied_commit(state_dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state_dir.join(crate::agent::STATUS_FILE)).ok()?;
+    serde_json::from_str::<fleetlet_engine::Status>(&text)
+        .ok()?
+        .applied_commit
+}
+
+/// Holds `bundles/.lock` for the import: the agent's inbox and a hand-run import never
+/// interleave.
+fn lock(dir: &Path) -> Result<std::fs::File, ImportError> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| local(&format!("opening {}", path.display()), e))?;
+    file.lock()
+        .map_err(|e| local(&format!("locking {}", path.display()), e))?;
+    Ok(file)
+}
+
+/// Imports the bundle made of `parts` into the site; see the module docs.
+pub fn import(
+    parts: &[PathBuf],
+    site: &Site<'_>,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<Imported, ImportError> {
+    let bundles = site.state_dir.join(BUNDLES_DIR);
+    std::fs::create_dir_all(&bundles)
+        .map_err(|e| local(&format!("creating {}", bundles.display()), e))?;
+    let _lock = lock(&bundles)?;
+    let result = import_locked(parts, site, &bundles, progress);
+    record(&bundles, parts, &result);
+    result
+}
+
+fn import_locked(
+    parts: &[PathBuf],
+    site: &Site<'_>,
+    bundles: &Path,
+    progress: Option<Arc<AtomicU64>>,
+) -> Result<Imported, ImportError> {
+    let keys = site.policy.bundle_keys();
+    if keys.is_empty() {
+        return Err(rejected(
+            "this site trusts no key for bundles: add the operator's public key to trust.keys \
+             (and, to narrow it, trust.bundles.signers)",
+        ));
+    }
+    let limits = Limits {
+        max_unpacked: site.max_unpacked,
+        max_entries: MAX_ENTRIES,
+    };
+    let staged = BundleReader::open_with_progress(parts, limits, &keys, bundles, progress)?;
+    let meta = match Meta::parse(&staged.manifest.meta).map_err(rejected)? {
+        Meta::Release(m) => m,
+        Meta::Status(s) => {
+            return Err(rejected(format!(
+                "this is a status file from site {}, not a release bundle",
+                s.site
+            )));
+        }
+    };
+    if !meta.sites.iter().any(|s| s == site.name) {
+        return Err(rejected(format!(
+            "the bundle is for site(s) {}, not for {}",
+            meta.sites.join(", "),
+            site.name
+        )));
+    }
+    // Only the expected entries, and blob names that match their signed digests.
+    for entry in &staged.manifest.entries {
+        let ok = match entry.path.as_str() {
+            PACK_ENTRY | "oci/oci-layout" | "oci/index.json" => true,
+            p if p.starts_with(BLOB_PREFIX) => blob_digest(p) == Some(entry.sha256),
+            _ => false,
+        };
+        if !ok {
+            return Err(rejected(format!(
+                "entry {} does not belong in a release bundle (or is not named by its digest)",
+                entry.path
+            )));
+        }
+    }
+    if staged.manifest.entry(PACK_ENTRY).is_none() {
+        return Err(rejected(format!("the bundle has no {PACK_ENTRY}")));
+    }
+
+    // Git objects into a staging repository borrowing the mirror.
+    let mirror = site.state_dir.join("git");
+    let pack_bytes = std::fs::read(staged.dir().join(PACK_ENTRY))
+        .map_err(|e| local("reading the staged pack", e))?;
+    let git_stage = staged.dir().join(".git-stage");
+    pack::stage_import(&mirror, &git_stage, &pack_bytes, meta.since.as_deref())
+        .map_err(pack_err)?;
+    let tags: Vec<(String, String)> = meta
+        .tags
+        .iter()
+        .map(|t| (t.name.clone(), t.object.clone()))
+        .collect();
+    pack::publish_import(&git_stage, &meta.reference, &meta.commit, &tags, true)
+        .map_err(pack_err)?;
+    let mut source = GitSource::open(GitSourceConfig::new(
+        "sync bundle",
+        Follow::Imported,
+        git_stage.clone(),
+    ))
+    .map_err(|e| local("opening the staged Git objects", e))?;
+    let revision = source
+        .poll(None)
+        .map_err(|e| rejected(format!("reading the bundle's commit: {e}")))?
+        .revision()
+        .clone();
+
+    // The release must move the site forward from what it runs and from what was imported.
+    let applied = applied_commit(site.state_dir);
+    let imported_before = pack::imported_commit(&mirror);
+    if let Some(before) = &imported_before
+        && applied.as_deref() != Some(before.as_str())
+        && *before != meta.commit
+        && !source
+            .descends_from(&meta.commit, before)
+            .map_err(|e| local("reading the mirror", e))?
+    {
+        return Err(rejected(format!(
+            "the bundle carries {}, which does not descend from {}, the release imported before \
+             (an older bundle replayed?)",
+            meta.commit, before
+        )));
+    }
+    let rollback = match &applied {
+        Some(a) if *a != meta.commit => !source
+            .descends_from(&meta.commit, a)
+            .map_err(|e| local("reading the mirror", e))?,
+        _ => false,
+    };
+
+    // Artifacts: resolved from the staged layout, blobs found there or in the site's store.
+    let staged_store = Arc::new(
+        OciStore::open(&staged.dir().join(OCI_DIR))
+            .map_err(|e| rejected(format!("the bundle's OCI layout: {e}")))?,
+    );
+    let registry = fleetlet_store::StoreRegistry::new(staged_store.clone());
+    let layered = Layered {
+        upper: staged_store.as_ref(),
+        lower: site.store,
+    };
+    let checked = check_release(
+        &source,
+        &revision,
+        &Preflight {
+            site: site.name,
+            applied: applied.as_deref(),
+            verifier: Some(site.policy),
+            registry: &registry,
+            store: &layered,
+            platform: Platform::parse(&meta.platform).unwrap_or_else(Platform::host),
+            container_images: site.k3s,
+        },
+    )
+    .map_err(|e| {
+        let mut text = e.message.clone();
+        if e.details.len() > 1 {
+            for d in &e.details {
+                text.push_str("\n  - ");
+                text.push_str(d);
+            }
+        }
+        if e.stage == fleetlet_engine::Stage::Store && meta.since.is_some() {
+            text.push_str(
+                "\n(a delta leaves out what the site had at its base commit; make the bundle \
+                 with --site-inventory from this site's `fleetlet bundle export-status`)",
+            );
+        }
+        rejected(text)
+    })?;
+    drop(source);
+
+    // Publish: blobs (unnamed), tags (one index write), objects, then the branch.
+    let mut blobs_added = 0;
+    let mut bytes_added = 0;
+    for entry in &staged.manifest.entries {
+        let Some(digest) = blob_digest(&entry.path) else {
+            continue;
+        };
+        if site.store.contains(&digest) {
+            continue;
+        }
+        site.store
+            .adopt(&digest, &staged.dir().join(&entry.path))
+            .map_err(|e| local("moving blobs into the artifact store", e))?;
+        blobs_added += 1;
+        bytes_added += entry.size;
+    }
+    let mut refs = staged_store
+        .refs()
+        .map_err(|e| rejected(format!("the bundle's OCI layout: {e}")))?;
+    refs.sort_by_key(|r| r.sequence());
+    let named: Vec<(String, fleetlet_engine::registry::Descriptor)> = refs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.name()?.to_string(),
+                fleetlet_engine::registry::Descriptor {
+                    media_type: r.media_type.clone(),
+                    digest: r.digest,
+                    size: r.size,
+                },
+            ))
+        })
+        .collect();
+    site.store
+        .set_refs(&named)
+        .map_err(|e| local("tagging the imported artifacts", e))?;
+    pack::import_pack(&mirror, &pack_bytes, meta.since.as_deref()).map_err(pack_err)?;
+    pack::publish_import(&mirror, &meta.reference, &meta.commit, &tags, rollback)
+        .map_err(pack_err)?;
+    Ok(Imported {
+        commit: meta.commit.clone(),
+        reference: meta.reference.clone(),
+        summary: meta.summary.clone(),
+        since: meta.since.clone(),
+        bundle_signer: staged.signer.clone(),
+        commit_signers: checked.commit_signers,
+        artifacts: checked.artifacts,
+        held: checked.held,
+        blobs_added,
+        bytes_added,
+    })
+}
+
+/// One line per import attempt in `bundles/imports.jsonl`: what the status file carries back.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportRecord {
+    pub at: i64,
+    pub files: Vec<String>,
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_signer: Option<String>,
+}
+
+fn record(bundles: &Path, parts: &[PathBuf], result: &Result<Imported, ImportError>) {
+    let files = parts
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let rec = match result {
+        Ok(i) => ImportRecord {
+            at: crate::agent::now(),
+            files,
+            outcome: "imported".into(),
+            commit: Some(i.commit.clone()),
+            reason: None,
+            bundle_signer: Some(i.bundle_signer.clone()),
+        },
+        Err(e) => ImportRecord {
+            at: crate::agent::now(),
+            files,
+            outcome: match e {
+                ImportError::Rejected(_) => "rejected",
+                ImportError::Truncated(_) => "incomplete",
+                ImportError::Local(_) => "failed",
+            }
+            .into(),
+            commit: None,
+            reason: Some(e.to_string()),
+            bundle_signer: None,
+        },
+    };
+    let path = bundles.join(IMPORTS_LOG);
+    let line = serde_json::to_string(&rec).unwrap_or_default();
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| {
+            writeln!(f, "{line}")?;
+            f.sync_data()
+        });
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "recording the import in {}", path.display());
+    }
+}
+
+/// Every import record at or after `since`.
+pub fn read_records(state_dir: &Path, since: Option<i64>) -> Vec<ImportRecord> {
+    let path = state_dir.join(BUNDLES_DIR).join(IMPORTS_LOG);
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return vec![];
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<ImportRecord>(l).ok())
+        .filter(|r| since.is_none_or(|s| r.at >= s))
+        .collect()
+}

@@ -1,0 +1,180 @@
+//! The return path of the air gap: `fleetlet bundle export-status` writes a small file, signed
+//! with the site's own key, holding the site's status, its import records since a given time,
+//! and the inventory of blobs it has (so the next bundle can leave them out). The technician
+//! carries it back; `fleetlet bundle inspect` reads it.
+//!
+//! The site key is made at first use under the state dir (`site.key`, `site.pub`); it is the
+//! site's identity for everything it signs.
+
+use super::{Meta, StatusMeta};
+use crate::{Output, print_value};
+use anyhow::{Context, anyhow, bail};
+use fleetlet_bundle::{BundleReader, BundleWriter, Limits};
+use fleetlet_store::OciStore;
+use fleetlet_verify::cosign::{SigningKey, TrustedKey};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const STATUS_ENTRY: &str = "status.json";
+pub const IMPORTS_ENTRY: &str = "imports.jsonl";
+pub const INVENTORY_ENTRY: &str = "inventory.json";
+pub const SITE_KEY: &str = "site.key";
+pub const SITE_PUB: &str = "site.pub";
+/// Status files are small; anything much larger is not one.
+const MAX_STATUS_FILE: u64 = 256 << 20;
+
+/// The site's signing key, made on first use. It is kept in cosign's encrypted format with an
+/// empty passphrase: the agent must use it unattended, and the file's mode is what protects it.
+pub fn site_key(state_dir: &Path) -> anyhow::Result<SigningKey> {
+    let path = state_dir.join(SITE_KEY);
+    if let Ok(pem) = std::fs::read(&path) {
+        return SigningKey::from_encrypted_pem(&pem, b"")
+            .with_context(|| format!("opening the site key {}", path.display()));
+    }
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
+    let key = SigningKey::generate()?;
+    for (name, text, mode) in [
+        (SITE_PUB, key.public_pem()?, 0o644),
+        (SITE_KEY, key.private_pem(b"")?, 0o600),
+    ] {
+        let target = state_dir.join(name);
+        let mut tmp = tempfile::NamedTempFile::new_in(state_dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        tmp.write_all(text.as_bytes())?;
+        tmp.as_file().sync_all()?;
+        // The private key last, and never over one another process made meanwhile.
+        if name == SITE_KEY {
+            tmp.persist_noclobber(&target)
+                .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
+        } else {
+            tmp.persist(&target)
+                .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
+        }
+    }
+    let pem = std::fs::read(&path)?;
+    Ok(SigningKey::from_encrypted_pem(&pem, b"")?)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Inventory {
+    site: String,
+    applied_commit: Option<String>,
+    imported_commit: Option<String>,
+    blobs: Vec<fleetlet_core::Digest>,
+}
+
+pub fn export(
+    state_dir: &Path,
+    site: &str,
+    since: Option<i64>,
+    out: &Path,
+    output: Output,
+) -> anyhow::Result<bool> {
+    let key = site_key(state_dir)?;
+    let status_path = state_dir.join(crate::agent::STATUS_FILE);
+    let status = std::fs::read(&status_path).with_context(|| {
+        format!(
+            "reading {} (has the agent run with this state dir?)",
+            status_path.display()
+        )
+    })?;
+    let records = super::import::read_records(state_dir, since);
+    let mut jsonl = Vec::new();
+    for r in &records {
+        serde_json::to_writer(&mut jsonl, r)?;
+        jsonl.push(b'\n');
+    }
+    let store = OciStore::open(&state_dir.join("oci")).context("opening the artifact store")?;
+    let inventory = Inventory {
+        site: site.to_string(),
+        applied_commit: serde_json::from_slice::<fleetlet_engine::Status>(&status)
+            .ok()
+            .and_then(|s| s.applied_commit),
+        imported_commit: fleetlet_git::pack::imported_commit(&state_dir.join("git")),
+        blobs: store.blobs()?.into_iter().map(|(d, _)| d).collect(),
+    };
+    let meta = Meta::Status(StatusMeta {
+        site: site.to_string(),
+        site_key: key.public_pem()?,
+        created_at: crate::agent::now(),
+        since,
+    });
+    let mut writer = BundleWriter::new(serde_json::to_value(&meta)?);
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        writer = writer.spool_in(parent);
+    }
+    writer.add_file(STATUS_ENTRY, &status[..])?;
+    writer.add_file(IMPORTS_ENTRY, &jsonl[..])?;
+    writer.add_file(INVENTORY_ENTRY, &serde_json::to_vec(&inventory)?[..])?;
+    let files = writer
+        .finish(&key, out, None)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let fingerprint = TrustedKey::from_pem("site", key.public_pem()?.as_bytes())?.fingerprint();
+    match output {
+        Output::Text => println!(
+            "status of site {site} written to {} ({} import record(s), {} blob(s) in the inventory), signed by site key {fingerprint}",
+            out.display(),
+            records.len(),
+            inventory.blobs.len()
+        ),
+        o => print_value(
+            &serde_json::json!({"files": files, "site": site, "records": records.len(), "siteKey": fingerprint}),
+            o,
+        )?,
+    }
+    Ok(true)
+}
+
+/// A status file opened and checked against the key it carries (and, when given, against the
+/// key the reader expects for that site).
+pub struct StatusFile {
+    pub meta: StatusMeta,
+    pub fingerprint: String,
+    pub dir: fleetlet_bundle::VerifiedBundle,
+}
+
+pub fn open_status(parts: &[PathBuf], expected: Option<&TrustedKey>) -> anyhow::Result<StatusFile> {
+    let (manifest, _) = BundleReader::inspect(parts)?;
+    let meta = match super::Meta::parse(&manifest.meta).map_err(|e| anyhow!(e))? {
+        Meta::Status(m) => m,
+        Meta::Release(_) => bail!("this is a release bundle, not a status file"),
+    };
+    let key = TrustedKey::from_pem(&meta.site, meta.site_key.as_bytes())
+        .context("the status file's site key")?;
+    if let Some(want) = expected
+        && want.spki_der != key.spki_der
+    {
+        bail!(
+            "the status file is signed by key {}, not by {} ({})",
+            key.fingerprint(),
+            want.fingerprint(),
+            want.name
+        );
+    }
+    let tmp = std::env::temp_dir();
+    let dir = BundleReader::open(
+        parts,
+        Limits {
+            max_unpacked: MAX_STATUS_FILE,
+            max_entries: 16,
+        },
+        std::slice::from_ref(&key),
+        &tmp,
+    )?;
+    Ok(StatusFile {
+        meta,
+        fingerprint: key.fingerprint(),
+        dir,
+    })
+}
+
+/// One entry of a status file (checked against the key it carries).
+pub fn read_status_entry(path: &Path, entry: &str) -> anyhow::Result<Vec<u8>> {
+    let file = open_status(&[path.to_path_buf()], None)?;
+    std::fs::read(file.dir.dir().join(entry))
+        .with_context(|| format!("{}: no {entry} in the status file", path.display()))
+}
