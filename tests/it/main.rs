@@ -4,6 +4,7 @@ mod testkit;
 
 mod agent;
 mod artifacts;
+mod bundle;
 mod cli;
 mod git;
 mod k3s;

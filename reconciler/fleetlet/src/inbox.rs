@@ -300,7 +300,11 @@ impl Inbox {
 }
 
 fn ignored(name: &str) -> bool {
-    name.starts_with('.') || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
+    // `done` and `rejected` are ours even when something replaced the directory with a file.
+    name == DONE
+        || name == REJECTED
+        || name.starts_with('.')
+        || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
 /// `BASE.part-NNN` (at least three digits) → (BASE, NNN as written).
@@ -687,7 +691,8 @@ mod tests {
     #[test]
     fn a_name_taken_in_done_gets_a_numbered_suffix() {
         // (files in the inbox, files already in done/, the names they get, the note)
-        let cases: &[(&[&str], &[&str], &[&str], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [&'a str], &'a str);
+        let cases: &[Case] = &[
             (
                 &["bundle.tar.zst"],
                 &[],
@@ -781,12 +786,14 @@ mod tests {
 
     #[test]
     fn a_failed_move_is_not_offered_again_until_a_file_changes() {
-        let not_a_dir = |done: &Path| {
+        /// Breaks done/; false when it cannot be broken that way here.
+        type BreakDone = fn(&Path) -> bool;
+        let not_a_dir: BreakDone = |done| {
             fs::remove_dir(done).unwrap();
             fs::write(done, "").unwrap();
             true
         };
-        let read_only = |done: &Path| {
+        let read_only: BreakDone = |done| {
             fs::set_permissions(done, fs::Permissions::from_mode(0o555)).unwrap();
             // Root writes into a read-only directory anyway: nothing to test then.
             let probe = done.join("probe");
@@ -796,9 +803,9 @@ mod tests {
             }
             true
         };
-        let cases: [(&str, &dyn Fn(&Path) -> bool); 2] = [
-            ("done/ is a file", &not_a_dir),
-            ("done/ is read-only", &read_only),
+        let cases = [
+            ("done/ is a file", not_a_dir),
+            ("done/ is read-only", read_only),
         ];
         for (case, break_done) in cases {
             let (_tmp, mut inbox) = inbox(Duration::ZERO);
@@ -823,6 +830,29 @@ mod tests {
             // So the temporary directory can be removed.
             let _ = fs::set_permissions(&done, fs::Permissions::from_mode(0o755));
         }
+    }
+
+    #[test]
+    fn a_move_that_fails_halfway_puts_back_what_was_moved() {
+        let (_tmp, inbox) = inbox(Duration::ZERO);
+        write(inbox.dir(), "a.part-001", "1");
+        // The second part vanishing is the one failure a test can cause even as root.
+        let candidate = Candidate {
+            name: "a".into(),
+            files: vec![
+                inbox.dir().join("a.part-001"),
+                inbox.dir().join("a.part-002"),
+            ],
+        };
+        let names = strings(&["a.part-001", "a.part-002"]);
+        let done = inbox.dir().join("done");
+
+        assert!(move_all(&done, &candidate, &names, "result").is_err());
+        assert_eq!(listing(&done), Vec::<String>::new());
+        assert_eq!(
+            fs::read_to_string(inbox.dir().join("a.part-001")).unwrap(),
+            "1"
+        );
     }
 
     #[test]

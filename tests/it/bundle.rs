@@ -1,0 +1,348 @@
+//! Air-gap sync bundles end to end: bundles made by `fleetlet bundle create` from a real Git
+//! server (`git daemon`) and a real registry (Debian's `docker-registry`), carried to a site
+//! whose agent has no Git remote and no reachable registry, imported through its inbox or by
+//! `fleetlet bundle import`; deltas on top; and every bad input rejected with nothing changed.
+
+use crate::testkit::agent::{Agent, fleetlet_bin, http_app, site_yaml, wait_body};
+use crate::testkit::components::{free_port, probe_http, probe_http_v2};
+use crate::testkit::git::{GitDaemon, TestRepo, ssh_signing_key};
+use crate::testkit::registry::TestRegistry;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const PASSWORD: &str = "bundle test passphrase";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn run(args: &[&str]) -> Output {
+    Command::new(fleetlet_bin())
+        .args(args)
+        .env("FLEETLET_PASSWORD", PASSWORD)
+        .env_remove("COSIGN_PASSWORD")
+        .env_remove("FLEETLET_CONFIG")
+        .output()
+        .expect("running fleetlet")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "fleetlet {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let prefix = dir.join(name);
+    ok(&["keygen", "--out", prefix.to_str().unwrap()]);
+    (prefix.with_extension("key"), prefix.with_extension("pub"))
+}
+
+fn image_app(app: &str, workload: &str, port: u16, greeting: &str, image: &str) -> String {
+    http_app(app, workload, port, greeting, "").replace("components/probe.wasm", image)
+}
+
+/// The operator's side: a registry with signed components, a fleet repo with signed commits
+/// served by `git daemon`, and the keys.
+struct Fleet {
+    dir: tempfile::TempDir,
+    registry: Option<TestRegistry>,
+    daemon: Option<GitDaemon>,
+    repo: TestRepo,
+    ssh_key: PathBuf,
+    release_key: PathBuf,
+    release_pub: PathBuf,
+    courier_key: PathBuf,
+    courier_pub: PathBuf,
+    port: u16,
+}
+
+impl Fleet {
+    fn new() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = TestRegistry::start().unwrap();
+        let (release_key, release_pub) = keygen(dir.path(), "release");
+        let (courier_key, courier_pub) = keygen(dir.path(), "courier");
+        let ssh_key = ssh_signing_key(dir.path(), "alice").unwrap();
+        std::fs::create_dir_all(dir.path().join("repos")).unwrap();
+        let repo = TestRepo::new_in(&dir.path().join("repos"), "fleet").unwrap();
+        let daemon = GitDaemon::start(&dir.path().join("repos")).unwrap();
+        Fleet {
+            registry: Some(registry),
+            daemon: Some(daemon),
+            repo,
+            ssh_key,
+            release_key,
+            release_pub,
+            courier_key,
+            courier_pub,
+            port: free_port(),
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.daemon.as_ref().unwrap().url_for("fleet")
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("{}/fleet/probe:{tag}", self.registry.as_ref().unwrap().host())
+    }
+
+    /// Pushes and signs a component; the pinned reference.
+    fn publish(&self, file: &Path, tag: &str) -> String {
+        let reference = self.image(tag);
+        let pinned = ok(&["push", file.to_str().unwrap(), &reference]).trim().to_string();
+        ok(&["sign", &pinned, "--key", self.release_key.to_str().unwrap()]);
+        pinned
+    }
+
+    /// A signed commit: sites store-1 and store-2 (label `ring`), the app on `image`.
+    fn release(&self, image: &str, greeting: &str, msg: &str) -> String {
+        let s1 = site_yaml("store-1", "wasm").replace("{tier: store}", "{tier: store, ring: a}");
+        let s2 = site_yaml("store-2", "wasm").replace("{tier: store}", "{tier: store, ring: b}");
+        let app = image_app("shop", "web", self.port, greeting, image);
+        self.repo
+            .commit_signed(
+                &[
+                    ("sites/store-1.yaml", s1.as_bytes()),
+                    ("sites/store-2.yaml", s2.as_bytes()),
+                    ("apps/shop.yaml", app.as_bytes()),
+                ],
+                msg,
+                &self.ssh_key,
+            )
+            .unwrap()
+    }
+
+    fn create(&self, out: &str, extra: &[&str]) -> PathBuf {
+        let path = self.dir.path().join(out);
+        let mut args = vec![
+            "bundle",
+            "create",
+            "--repo",
+        ];
+        let url = self.url();
+        args.push(&url);
+        let key = self.courier_key.to_str().unwrap().to_string();
+        let out_s = path.to_str().unwrap().to_string();
+        args.extend(["--key", &key, "--out", &out_s]);
+        args.extend(extra);
+        ok(&args);
+        path
+    }
+
+    /// The air gap: the site can reach neither the Git server nor the registry.
+    fn cut_off(&mut self) {
+        self.daemon.take().unwrap().stop();
+        drop(self.registry.take());
+    }
+
+    /// A site config that takes releases from bundles only, trusting the release key for
+    /// artifacts, the courier key for bundles and alice for commits.
+    fn site_config(&self, site: &str, dir: &Path, inbox: Option<&Path>) -> PathBuf {
+        let public = std::fs::read_to_string(self.ssh_key.with_extension("pub")).unwrap();
+        let allowed = dir.join("allowed_signers");
+        std::fs::write(&allowed, format!("alice namespaces=\"git\" {}\n", public.trim())).unwrap();
+        let status_port = free_port();
+        let inbox = inbox
+            .map(|p| format!("    inbox: {}\n", p.display()))
+            .unwrap_or_default();
+        let config = dir.join("agent.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: {site}\nstateDir: {state}\n\
+                 source:\n  bundles:\n{inbox}    settle: 300ms\n    interval: 500ms\n\
+                 runtimes:\n  wasm:\n    bindAddress: 127.0.0.1\nlisten:\n  status: 127.0.0.1:{status_port}\n\
+                 trust:\n  keys: {{release: {release}, courier: {courier}}}\n\
+                 \x20 commitSigners: {{allowedSigners: {allowed}}}\n\
+                 \x20 artifacts: {{require: signed, signers: [release]}}\n\
+                 \x20 commits: {{require: signed, signers: [alice]}}\n\
+                 \x20 bundles: {{signers: [courier]}}\n",
+                state = dir.join("state").display(),
+                release = self.release_pub.display(),
+                courier = self.courier_pub.display(),
+                allowed = allowed.display(),
+            ),
+        )
+        .unwrap();
+        config
+    }
+}
+
+/// Copies `files` into `inbox` the way a slow USB copy would: the first half, a pause longer
+/// than nothing but shorter than the settle time, then the rest.
+fn drop_into(inbox: &Path, files: &[PathBuf]) {
+    for f in files {
+        let bytes = std::fs::read(f).unwrap();
+        let target = inbox.join(f.file_name().unwrap());
+        let half = bytes.len() / 2;
+        std::fs::write(&target, &bytes[..half]).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().append(true).open(&target).unwrap();
+        file.write_all(&bytes[half..]).unwrap();
+    }
+}
+
+/// Waits for `name` to appear in `inbox/<sub>/` with its reason or result file; its text.
+fn wait_filed(agent: &Agent, inbox: &Path, sub: &str, name: &str) -> String {
+    let suffix = if sub == "done" { "result" } else { "reason" };
+    let note = inbox.join(sub).join(format!("{name}.{suffix}"));
+    let deadline = Instant::now() + T;
+    while !note.exists() {
+        if Instant::now() > deadline {
+            panic!(
+                "{name} never reached {sub}/; inbox: {:?}\nlogs:\n{}",
+                std::fs::read_dir(inbox).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
+                agent.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(inbox.join(sub).join(name).exists(), "the bundle moved with its note");
+    assert!(!inbox.join(name).exists(), "the bundle left the inbox");
+    std::fs::read_to_string(note).unwrap()
+}
+
+fn applied(commit: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |s| s["appliedCommit"].as_str() == Some(commit)
+}
+
+fn tree_digest(dir: &Path) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().display().to_string(), meta.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole path
+
+#[test]
+fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
+    let mut fleet = Fleet::new();
+    let v1 = fleet.publish(&probe_http(), "v1");
+    let c1 = fleet.release(&fleet.image("v1"), "one", "release one");
+    let full = fleet.create("r1.bundle", &["--rev", "main", "--site", "store-1"]);
+    // Deterministic: the same inputs, byte for byte.
+    let again = fleet.create("r1-again.bundle", &["--rev", "main", "--site", "store-1"]);
+    assert_eq!(std::fs::read(&full).unwrap(), std::fs::read(&again).unwrap());
+
+    let v2 = fleet.publish(&probe_http_v2(), "v2");
+    let c2 = fleet.release(&fleet.image("v2"), "two", "release two");
+    let delta = fleet.create(
+        "r2-delta.bundle",
+        &["--rev", "main", "--selector", "ring=a", "--since", &c1],
+    );
+    let other_site = fleet.create("r2-store-2.bundle", &["--rev", "main", "--site", "store-2"]);
+    let info: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        delta.to_str().unwrap(),
+        "--key",
+        fleet.courier_pub.to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(info["verified"], true, "{info:#}");
+    assert_eq!(info["meta"]["since"], c1.as_str(), "{info:#}");
+    assert_eq!(info["meta"]["commit"], c2.as_str(), "{info:#}");
+    assert_eq!(info["meta"]["sites"], serde_json::json!(["store-1"]), "{info:#}");
+    assert_eq!(info["meta"]["artifacts"][0]["pinned"], v2.as_str(), "{info:#}");
+    let full_size = std::fs::metadata(&full).unwrap().len();
+    let delta_size = std::fs::metadata(&delta).unwrap().len();
+    let v2_size = std::fs::metadata(probe_http_v2()).unwrap().len();
+    assert!(
+        delta_size < v2_size + (64 << 10),
+        "a delta carries the changed component and little else: {delta_size} bytes for a {v2_size}-byte component (full bundle: {full_size})"
+    );
+    let text = ok(&["bundle", "inspect", full.to_str().unwrap()]);
+    assert!(text.contains("store-1") && text.contains(&c1) && text.contains(&v1), "{text}");
+
+    fleet.cut_off();
+    let site = tempfile::tempdir().unwrap();
+    let inbox = site.path().join("inbox");
+    let config = fleet.site_config("store-1", site.path(), Some(&inbox));
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "agent up, nothing imported", |s| s["site"] == "store-1");
+
+    drop_into(&inbox, std::slice::from_ref(&full));
+    let note = wait_filed(&agent, &inbox, "done", "r1.bundle");
+    assert!(note.starts_with("imported: commit "), "{note}");
+    let s = agent.wait_status(T, "release one applied from the bundle", applied(&c1));
+    wait_body(fleet.port, "/", "one", T).unwrap();
+    assert_eq!(s["commitSigners"][0]["identity"], "alice", "{s:#}");
+    assert_eq!(s["workloads"][0]["signers"][0]["identity"], "release", "{s:#}");
+
+    // A bundle made for another site is refused; nothing changes.
+    let store_before = tree_digest(&agent.state_dir.join("oci"));
+    drop_into(&inbox, std::slice::from_ref(&other_site));
+    let reason = wait_filed(&agent, &inbox, "rejected", "r2-store-2.bundle");
+    assert!(reason.contains("not for store-1"), "{reason}");
+    assert_eq!(tree_digest(&agent.state_dir.join("oci")), store_before);
+
+    // The delta moves the site to release two.
+    drop_into(&inbox, std::slice::from_ref(&delta));
+    wait_filed(&agent, &inbox, "done", "r2-delta.bundle");
+    agent.wait_status(T, "release two applied from the delta", applied(&c2));
+    wait_body(fleet.port, "/", "two", T).unwrap();
+
+    // The older full bundle again: a rollback, refused.
+    let replay = site.path().join("replay.bundle");
+    std::fs::copy(&full, &replay).unwrap();
+    drop_into(&inbox, &[replay]);
+    let reason = wait_filed(&agent, &inbox, "rejected", "replay.bundle");
+    assert!(reason.contains("does not descend"), "{reason}");
+    let s = agent.status();
+    assert_eq!(s["appliedCommit"].as_str(), Some(c2.as_str()), "{s:#}");
+
+    // The return path: a status file signed by the site key, readable by inspect.
+    let status_file = site.path().join("status.fleetlet");
+    ok(&[
+        "bundle",
+        "export-status",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        status_file.to_str().unwrap(),
+    ]);
+    let back: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        status_file.to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(back["site"], "store-1", "{back:#}");
+    assert_eq!(back["status"]["appliedCommit"], c2.as_str(), "{back:#}");
+    let outcomes: Vec<&str> = back["imports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["imported", "rejected", "imported", "rejected"], "{back:#}");
+    assert!(agent.terminate().success());
+}
