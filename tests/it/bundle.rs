@@ -93,13 +93,18 @@ impl Fleet {
     }
 
     fn image(&self, tag: &str) -> String {
-        format!("{}/fleet/probe:{tag}", self.registry.as_ref().unwrap().host())
+        format!(
+            "{}/fleet/probe:{tag}",
+            self.registry.as_ref().unwrap().host()
+        )
     }
 
     /// Pushes and signs a component; the pinned reference.
     fn publish(&self, file: &Path, tag: &str) -> String {
         let reference = self.image(tag);
-        let pinned = ok(&["push", file.to_str().unwrap(), &reference]).trim().to_string();
+        let pinned = ok(&["push", file.to_str().unwrap(), &reference])
+            .trim()
+            .to_string();
         ok(&["sign", &pinned, "--key", self.release_key.to_str().unwrap()]);
         pinned
     }
@@ -124,11 +129,7 @@ impl Fleet {
 
     fn create(&self, out: &str, extra: &[&str]) -> PathBuf {
         let path = self.dir.path().join(out);
-        let mut args = vec![
-            "bundle",
-            "create",
-            "--repo",
-        ];
+        let mut args = vec!["bundle", "create", "--repo"];
         let url = self.url();
         args.push(&url);
         let key = self.courier_key.to_str().unwrap().to_string();
@@ -150,7 +151,11 @@ impl Fleet {
     fn site_config(&self, site: &str, dir: &Path, inbox: Option<&Path>) -> PathBuf {
         let public = std::fs::read_to_string(self.ssh_key.with_extension("pub")).unwrap();
         let allowed = dir.join("allowed_signers");
-        std::fs::write(&allowed, format!("alice namespaces=\"git\" {}\n", public.trim())).unwrap();
+        std::fs::write(
+            &allowed,
+            format!("alice namespaces=\"git\" {}\n", public.trim()),
+        )
+        .unwrap();
         let status_port = free_port();
         let inbox = inbox
             .map(|p| format!("    inbox: {}\n", p.display()))
@@ -188,7 +193,10 @@ fn drop_into(inbox: &Path, files: &[PathBuf]) {
         std::fs::write(&target, &bytes[..half]).unwrap();
         std::thread::sleep(Duration::from_millis(100));
         use std::io::Write;
-        let mut file = std::fs::OpenOptions::new().append(true).open(&target).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&target)
+            .unwrap();
         file.write_all(&bytes[half..]).unwrap();
     }
 }
@@ -202,13 +210,20 @@ fn wait_filed(agent: &Agent, inbox: &Path, sub: &str, name: &str) -> String {
         if Instant::now() > deadline {
             panic!(
                 "{name} never reached {sub}/; inbox: {:?}\nlogs:\n{}",
-                std::fs::read_dir(inbox).unwrap().flatten().map(|e| e.file_name()).collect::<Vec<_>>(),
+                std::fs::read_dir(inbox)
+                    .unwrap()
+                    .flatten()
+                    .map(|e| e.file_name())
+                    .collect::<Vec<_>>(),
                 agent.logs()
             );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(inbox.join(sub).join(name).exists(), "the bundle moved with its note");
+    assert!(
+        inbox.join(sub).join(name).exists(),
+        "the bundle moved with its note"
+    );
     assert!(!inbox.join(name).exists(), "the bundle left the inbox");
     std::fs::read_to_string(note).unwrap()
 }
@@ -227,7 +242,10 @@ fn tree_digest(dir: &Path) -> Vec<(String, u64)> {
             if meta.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.strip_prefix(dir).unwrap().display().to_string(), meta.len()));
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    meta.len(),
+                ));
             }
         }
     }
@@ -246,7 +264,10 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     let full = fleet.create("r1.bundle", &["--rev", "main", "--site", "store-1"]);
     // Deterministic: the same inputs, byte for byte.
     let again = fleet.create("r1-again.bundle", &["--rev", "main", "--site", "store-1"]);
-    assert_eq!(std::fs::read(&full).unwrap(), std::fs::read(&again).unwrap());
+    assert_eq!(
+        std::fs::read(&full).unwrap(),
+        std::fs::read(&again).unwrap()
+    );
 
     let v2 = fleet.publish(&probe_http_v2(), "v2");
     let c2 = fleet.release(&fleet.image("v2"), "two", "release two");
@@ -268,8 +289,16 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     assert_eq!(info["verified"], true, "{info:#}");
     assert_eq!(info["meta"]["since"], c1.as_str(), "{info:#}");
     assert_eq!(info["meta"]["commit"], c2.as_str(), "{info:#}");
-    assert_eq!(info["meta"]["sites"], serde_json::json!(["store-1"]), "{info:#}");
-    assert_eq!(info["meta"]["artifacts"][0]["pinned"], v2.as_str(), "{info:#}");
+    assert_eq!(
+        info["meta"]["sites"],
+        serde_json::json!(["store-1"]),
+        "{info:#}"
+    );
+    assert_eq!(
+        info["meta"]["artifacts"][0]["pinned"],
+        v2.as_str(),
+        "{info:#}"
+    );
     let full_size = std::fs::metadata(&full).unwrap().len();
     let delta_size = std::fs::metadata(&delta).unwrap().len();
     let v2_size = std::fs::metadata(probe_http_v2()).unwrap().len();
@@ -278,7 +307,10 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
         "a delta carries the changed component and little else: {delta_size} bytes for a {v2_size}-byte component (full bundle: {full_size})"
     );
     let text = ok(&["bundle", "inspect", full.to_str().unwrap()]);
-    assert!(text.contains("store-1") && text.contains(&c1) && text.contains(&v1), "{text}");
+    assert!(
+        text.contains("store-1") && text.contains(&c1) && text.contains(&v1),
+        "{text}"
+    );
 
     fleet.cut_off();
     let site = tempfile::tempdir().unwrap();
@@ -293,7 +325,10 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     let s = agent.wait_status(T, "release one applied from the bundle", applied(&c1));
     wait_body(fleet.port, "/", "one", T).unwrap();
     assert_eq!(s["commitSigners"][0]["identity"], "alice", "{s:#}");
-    assert_eq!(s["workloads"][0]["signers"][0]["identity"], "release", "{s:#}");
+    assert_eq!(
+        s["workloads"][0]["signers"][0]["identity"], "release",
+        "{s:#}"
+    );
 
     // A bundle made for another site is refused; nothing changes.
     let store_before = tree_digest(&agent.state_dir.join("oci"));
@@ -343,6 +378,10 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
         .iter()
         .map(|r| r["outcome"].as_str().unwrap())
         .collect();
-    assert_eq!(outcomes, ["imported", "rejected", "imported", "rejected"], "{back:#}");
+    assert_eq!(
+        outcomes,
+        ["imported", "rejected", "imported", "rejected"],
+        "{back:#}"
+    );
     assert!(agent.terminate().success());
 }

@@ -366,9 +366,10 @@ fn import_from_inbox(
                 Verdict::Wait(reason)
             }
             Err(crate::bundle::import::ImportError::Local(reason)) => {
-                // The site's fault (disk full, permissions): keep the bundle to try again.
+                // The site's own fault (a full disk, permissions): filed as rejected all the
+                // same, with the reason, so the technician sees it and drops it again once fixed.
                 warn!(bundle = %candidate.name, error = %reason, "importing sync bundle failed on this site");
-                Verdict::Wait(reason)
+                Verdict::Rejected(format!("could not import on this site: {reason}"))
             }
             Err(e) => {
                 warn!(bundle = %candidate.name, reason = %e, "sync bundle rejected");

@@ -12,9 +12,6 @@
 //! of a split bundle may not have been started yet) only the import can tell; it answers
 //! [`Verdict::Wait`] then.
 
-// The agent wiring comes next; until then nothing in the binary calls the inbox.
-#![allow(dead_code)]
-
 use crate::agent::{format_time, now};
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -104,10 +101,6 @@ impl Inbox {
             seen: HashMap::new(),
             parked: HashMap::new(),
         })
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Bundles whose files have all been unchanged (same size and mtime, and the same inode) for
@@ -508,7 +501,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("a/b/inbox");
         let inbox = Inbox::open(&dir, Duration::ZERO).unwrap();
-        assert_eq!(inbox.dir(), dir);
+        assert_eq!(inbox.dir.as_path(), dir);
         assert_eq!(listing(&dir), ["done", "rejected"]);
         // Opening an existing inbox is no error.
         Inbox::open(&dir, Duration::ZERO).unwrap();
@@ -531,11 +524,12 @@ mod tests {
         ];
         let (tmp, mut inbox) = inbox(Duration::ZERO);
         for (name, _) in cases {
-            write(inbox.dir(), name, "x");
+            write(inbox.dir.as_path(), name, "x");
         }
-        fs::create_dir(inbox.dir().join("j")).unwrap();
+        fs::create_dir(inbox.dir.as_path().join("j")).unwrap();
         write(tmp.path(), "outside", "x");
-        std::os::unix::fs::symlink(tmp.path().join("outside"), inbox.dir().join("k")).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("outside"), inbox.dir.as_path().join("k"))
+            .unwrap();
 
         let (candidates, next) = inbox.ready();
         let names: Vec<&str> = candidates.iter().map(|c| c.name.as_str()).collect();
@@ -547,11 +541,11 @@ mod tests {
     #[test]
     fn zero_settle_offers_a_file_at_first_sight() {
         let (_tmp, mut inbox) = inbox(Duration::ZERO);
-        write(inbox.dir(), "b", "x");
+        write(inbox.dir.as_path(), "b", "x");
         let (candidates, next) = inbox.ready();
         let want = Candidate {
             name: "b".into(),
-            files: vec![inbox.dir().join("b")],
+            files: vec![inbox.dir.as_path().join("b")],
         };
         assert_eq!(candidates, [want]);
         assert_eq!(next, None);
@@ -561,8 +555,8 @@ mod tests {
     fn a_file_is_offered_once_unchanged_for_the_settle_time() {
         let settle = Duration::from_millis(200);
         let (_tmp, mut inbox) = inbox(settle);
-        let path = inbox.dir().join("b");
-        write(inbox.dir(), "b", "x");
+        let path = inbox.dir.as_path().join("b");
+        write(inbox.dir.as_path(), "b", "x");
 
         let (candidates, next) = inbox.ready();
         assert!(candidates.is_empty());
@@ -602,7 +596,7 @@ mod tests {
         for (parts, want) in cases {
             let (_tmp, mut inbox) = inbox(Duration::ZERO);
             for part in *parts {
-                write(inbox.dir(), part, part);
+                write(inbox.dir.as_path(), part, part);
             }
             let (candidates, next) = inbox.ready();
             let want: Vec<(String, Vec<String>)> = want
@@ -617,11 +611,11 @@ mod tests {
     #[test]
     fn a_split_bundle_with_a_gap_sets_no_timer() {
         let (_tmp, mut inbox) = inbox(Duration::from_millis(200));
-        write(inbox.dir(), "a.part-001", "1");
-        write(inbox.dir(), "a.part-003", "3");
+        write(inbox.dir.as_path(), "a.part-001", "1");
+        write(inbox.dir.as_path(), "a.part-003", "3");
         assert_eq!(inbox.ready(), (Vec::new(), None));
 
-        write(inbox.dir(), "a.part-002", "2");
+        write(inbox.dir.as_path(), "a.part-002", "2");
         let (candidates, next) = inbox.ready();
         assert!(candidates.is_empty());
         assert!(next.is_some(), "complete now, and settling");
@@ -631,7 +625,7 @@ mod tests {
     fn candidates_come_sorted_by_name() {
         let (_tmp, mut inbox) = inbox(Duration::ZERO);
         for name in ["z", "x.part-002", "x", "m", "x.part-001"] {
-            write(inbox.dir(), name, name);
+            write(inbox.dir.as_path(), name, name);
         }
         let (candidates, _) = inbox.ready();
         let want = [
@@ -668,13 +662,17 @@ mod tests {
         ];
         for (verdict, sub, note, first) in cases {
             let (_tmp, mut inbox) = inbox(Duration::ZERO);
-            write(inbox.dir(), "a.part-001", "one");
-            write(inbox.dir(), "a.part-002", "two");
+            write(inbox.dir.as_path(), "a.part-001", "one");
+            write(inbox.dir.as_path(), "a.part-002", "two");
             let (candidates, _) = inbox.ready();
 
             let dest = inbox.finish(&candidates[0], &verdict).unwrap();
-            assert_eq!(dest, inbox.dir().join(sub), "{verdict:?}");
-            assert_eq!(listing(inbox.dir()), ["done", "rejected"], "{verdict:?}");
+            assert_eq!(dest, inbox.dir.as_path().join(sub), "{verdict:?}");
+            assert_eq!(
+                listing(inbox.dir.as_path()),
+                ["done", "rejected"],
+                "{verdict:?}"
+            );
             assert_eq!(listing(&dest), ["a.part-001", "a.part-002", note]);
             assert_eq!(fs::read_to_string(dest.join("a.part-002")).unwrap(), "two");
 
@@ -728,12 +726,12 @@ mod tests {
         ];
         for (files, taken, want, note) in cases {
             let (_tmp, mut inbox) = inbox(Duration::ZERO);
-            let done = inbox.dir().join("done");
+            let done = inbox.dir.as_path().join("done");
             for name in *taken {
                 write(&done, name, "old");
             }
             for name in *files {
-                write(inbox.dir(), name, "new");
+                write(inbox.dir.as_path(), name, "new");
             }
             let (candidates, _) = inbox.ready();
             inbox
@@ -759,26 +757,29 @@ mod tests {
     #[test]
     fn wait_keeps_the_files_until_one_changes() {
         let (_tmp, mut inbox) = inbox(Duration::ZERO);
-        write(inbox.dir(), "a.part-001", "1");
-        write(inbox.dir(), "a.part-002", "2");
+        write(inbox.dir.as_path(), "a.part-001", "1");
+        write(inbox.dir.as_path(), "a.part-002", "2");
         let (candidates, _) = inbox.ready();
         let wait = Verdict::Wait("part 2 of 3 is the last one here".into());
 
-        assert_eq!(inbox.finish(&candidates[0], &wait).unwrap(), inbox.dir());
         assert_eq!(
-            listing(inbox.dir()),
+            inbox.finish(&candidates[0], &wait).unwrap(),
+            inbox.dir.as_path()
+        );
+        assert_eq!(
+            listing(inbox.dir.as_path()),
             ["a.part-001", "a.part-002", "done", "rejected"]
         );
         assert_eq!(inbox.ready(), (Vec::new(), None));
         assert_eq!(inbox.ready(), (Vec::new(), None));
 
-        append(&inbox.dir().join("a.part-002"), "more");
+        append(&inbox.dir.as_path().join("a.part-002"), "more");
         let (again, _) = inbox.ready();
         assert_eq!(again, candidates, "a changed part offers the bundle again");
 
         inbox.finish(&again[0], &wait).unwrap();
         assert_eq!(inbox.ready(), (Vec::new(), None));
-        write(inbox.dir(), "a.part-003", "3");
+        write(inbox.dir.as_path(), "a.part-003", "3");
         let (again, _) = inbox.ready();
         let want = strings(&["a.part-001", "a.part-002", "a.part-003"]);
         assert_eq!(offered(&again), [("a".to_string(), want)], "a new part too");
@@ -809,10 +810,10 @@ mod tests {
         ];
         for (case, break_done) in cases {
             let (_tmp, mut inbox) = inbox(Duration::ZERO);
-            write(inbox.dir(), "a.part-001", "1");
-            write(inbox.dir(), "a.part-002", "2");
+            write(inbox.dir.as_path(), "a.part-001", "1");
+            write(inbox.dir.as_path(), "a.part-002", "2");
             let (candidates, _) = inbox.ready();
-            let done = inbox.dir().join("done");
+            let done = inbox.dir.as_path().join("done");
             if !break_done(&done) {
                 eprintln!("skipped {case}: running as root");
                 continue;
@@ -820,12 +821,12 @@ mod tests {
 
             let err = inbox.finish(&candidates[0], &Verdict::Done("ok".into()));
             assert!(err.is_err(), "{case}");
-            let mut left = listing(inbox.dir());
+            let mut left = listing(inbox.dir.as_path());
             left.retain(|n| n.starts_with("a."));
             assert_eq!(left, ["a.part-001", "a.part-002"], "{case}");
             assert_eq!(inbox.ready(), (Vec::new(), None), "{case}");
 
-            append(&inbox.dir().join("a.part-001"), "more");
+            append(&inbox.dir.as_path().join("a.part-001"), "more");
             assert_eq!(inbox.ready().0, candidates, "{case}");
             // So the temporary directory can be removed.
             let _ = fs::set_permissions(&done, fs::Permissions::from_mode(0o755));
@@ -835,22 +836,22 @@ mod tests {
     #[test]
     fn a_move_that_fails_halfway_puts_back_what_was_moved() {
         let (_tmp, inbox) = inbox(Duration::ZERO);
-        write(inbox.dir(), "a.part-001", "1");
+        write(inbox.dir.as_path(), "a.part-001", "1");
         // The second part vanishing is the one failure a test can cause even as root.
         let candidate = Candidate {
             name: "a".into(),
             files: vec![
-                inbox.dir().join("a.part-001"),
-                inbox.dir().join("a.part-002"),
+                inbox.dir.as_path().join("a.part-001"),
+                inbox.dir.as_path().join("a.part-002"),
             ],
         };
         let names = strings(&["a.part-001", "a.part-002"]);
-        let done = inbox.dir().join("done");
+        let done = inbox.dir.as_path().join("done");
 
         assert!(move_all(&done, &candidate, &names, "result").is_err());
         assert_eq!(listing(&done), Vec::<String>::new());
         assert_eq!(
-            fs::read_to_string(inbox.dir().join("a.part-001")).unwrap(),
+            fs::read_to_string(inbox.dir.as_path().join("a.part-001")).unwrap(),
             "1"
         );
     }
@@ -858,13 +859,16 @@ mod tests {
     #[test]
     fn a_file_changed_during_the_import_is_not_filed() {
         let (_tmp, mut inbox) = inbox(Duration::ZERO);
-        write(inbox.dir(), "b", "x");
+        write(inbox.dir.as_path(), "b", "x");
         let (candidates, _) = inbox.ready();
-        append(&inbox.dir().join("b"), "y");
+        append(&inbox.dir.as_path().join("b"), "y");
 
         let err = inbox.finish(&candidates[0], &Verdict::Done("ok".into()));
         assert!(err.is_err());
-        assert_eq!(listing(&inbox.dir().join("done")), Vec::<String>::new());
+        assert_eq!(
+            listing(&inbox.dir.as_path().join("done")),
+            Vec::<String>::new()
+        );
         assert_eq!(inbox.ready().0, candidates, "offered again once settled");
     }
 
@@ -877,7 +881,7 @@ mod tests {
                 let _ = tx.send(());
             })
             .unwrap();
-        write(inbox.dir(), "b", "x");
+        write(inbox.dir.as_path(), "b", "x");
         assert!(rx.recv_timeout(Duration::from_secs(5)).is_ok());
     }
 }

@@ -197,7 +197,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
         for (name, site) in &loaded.fleet.sites {
             let labels = &site.doc.metadata.labels;
             if want.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                sites.push(name.to_string());
+                sites.push(name.clone());
             }
         }
     }
@@ -207,7 +207,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
         bail!("no site selected: give --site NAME or a --selector that matches a Site's labels");
     }
     for s in &sites {
-        if !loaded.fleet.sites.keys().any(|k| k.to_string() == *s) {
+        if !loaded.fleet.sites.contains_key(s) {
             bail!("site {s:?} is not defined in the fleet repo at {commit}");
         }
     }
