@@ -345,6 +345,68 @@ mod tests {
     }
 
     #[test]
+    fn a_staged_import_borrows_the_mirror_and_leaves_it_untouched() {
+        let src = tempfile::tempdir().unwrap();
+        git(src.path(), &["init", "-q", "-b", "main"]);
+        let c1 = commit(src.path(), "a", "one");
+        let c2 = commit(src.path(), "b", "two");
+        let mirror = tempfile::tempdir().unwrap();
+        import_pack(
+            mirror.path(),
+            &export_pack(src.path(), &c1, None).unwrap().pack,
+            None,
+        )
+        .unwrap();
+        publish_import(mirror.path(), "main", &c1, &[], false).unwrap();
+        let listing = |dir: &Path| {
+            let mut out = Vec::new();
+            let mut stack = vec![dir.to_path_buf()];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).unwrap().flatten() {
+                    if e.path().is_dir() {
+                        stack.push(e.path());
+                    } else {
+                        out.push(e.path());
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+        let before = listing(mirror.path());
+
+        let delta = export_pack(src.path(), "main", Some(&c1)).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let staging = scratch.path().join("stage");
+        // The delta's base is found through the mirror's objects.
+        stage_import(mirror.path(), &staging, &delta.pack, Some(&c1)).unwrap();
+        assert!(has_commit(&staging, &c2) && has_commit(&staging, &c1));
+        publish_import(&staging, "main", &c2, &[], false).unwrap();
+        assert_eq!(imported_commit(&staging).as_deref(), Some(c2.as_str()));
+        drop(scratch);
+        assert_eq!(listing(mirror.path()), before, "the mirror did not change");
+        assert!(!has_commit(mirror.path(), &c2));
+        assert_eq!(imported_commit(mirror.path()).as_deref(), Some(c1.as_str()));
+
+        // A base the mirror lacks is named.
+        let empty = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let err = stage_import(
+            empty.path(),
+            &scratch.path().join("s"),
+            &delta.pack,
+            Some(&c1),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, PackError::MissingBase { base } if *base == c1),
+            "{err}"
+        );
+        assert_eq!(rev_commit(src.path(), "main").unwrap(), c2);
+        assert!(rev_commit(src.path(), "nope").is_err());
+    }
+
+    #[test]
     fn an_imported_release_is_what_the_imported_source_follows() {
         use fleetlet_engine::ports::{Poll, Source};
         let src = tempfile::tempdir().unwrap();

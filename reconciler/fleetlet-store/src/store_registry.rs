@@ -403,6 +403,41 @@ mod tests {
     }
 
     #[test]
+    fn an_import_adopts_blobs_and_tags_everything_in_one_write() {
+        let (dir, store, registry) = setup();
+        let (old, _) = pulled(&store, "v1", b"old build");
+        // A bundle's staged layout: the same tag at a new build, and a signature tag.
+        let staged = OciStore::open(&dir.path().join("staged")).unwrap();
+        let (new, layer) = pulled(&staged, "v1", b"new build");
+        let (sig, _) = pulled(&staged, "sha256-abc.sig", b"signature");
+        let mut moved = 0;
+        for (digest, _) in staged.blobs().unwrap() {
+            if !store.contains(&digest) {
+                moved += 1;
+            }
+            store.adopt(&digest, &staged.path_of(&digest)).unwrap();
+        }
+        assert!(moved >= 3, "{moved}");
+        assert!(store.contains(&Digest::of(&layer)));
+        assert_eq!(store.read(&Digest::of(&layer)).unwrap().unwrap(), layer);
+        // Adopting what the store has leaves the source alone.
+        let config = Digest::of(b"{}");
+        assert!(staged.path_of(&config).exists());
+        // Nothing names the new blobs yet: the tag still resolves to the old build.
+        let v1 = reference(Some("v1"), None);
+        assert_eq!(registry.fetch_manifest(&v1).unwrap().digest, old.digest);
+        let named: Vec<(String, Descriptor)> = [(&new, "v1"), (&sig, "sha256-abc.sig")]
+            .into_iter()
+            .map(|(d, tag)| (reference(Some(tag), Some(d.digest)).to_string(), d.clone()))
+            .collect();
+        store.set_refs(&named).unwrap();
+        assert_eq!(registry.fetch_manifest(&v1).unwrap().digest, new.digest);
+        let sequences: Vec<u64> = store.refs().unwrap().iter().map(|r| r.sequence()).collect();
+        assert_eq!(sequences.iter().max(), Some(&3), "{sequences:?}");
+        assert!(dir.path().join("oci/.index.lock").exists());
+    }
+
+    #[test]
     fn a_tag_pulled_several_times_resolves_to_the_last_pull() {
         let (_dir, store, registry) = setup();
         // Digests order the index by name; tagging order must win over it.
