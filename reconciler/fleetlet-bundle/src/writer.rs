@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Fixed, so the bytes depend only on the inputs (and the zstd version pinned in Cargo.lock).
 /// Most payload is already compressed (image layers, Git packs): a higher level buys little.
@@ -24,6 +26,7 @@ pub struct BundleWriter {
     inputs: BTreeMap<String, Input>,
     spool_parent: Option<PathBuf>,
     spool: Option<tempfile::TempDir>,
+    progress: Option<Arc<AtomicU64>>,
 }
 
 struct Input {
@@ -40,7 +43,15 @@ impl BundleWriter {
             inputs: BTreeMap::new(),
             spool_parent: None,
             spool: None,
+            progress: None,
         }
+    }
+
+    /// Adds each entry's size to `counter` once it is written (for a progress bar drawn by
+    /// another thread; the manifest's total size is the end).
+    pub fn with_progress(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.progress = Some(counter);
+        self
     }
 
     /// Where [`add_file`](Self::add_file) keeps its copies (default: the system temp dir,
@@ -196,6 +207,9 @@ impl BundleWriter {
             let (sha256, size) = hashing.finish();
             if grew || size != input.size || sha256 != input.sha256 {
                 return Err(BundleError::SourceChanged { path: path.clone() });
+            }
+            if let Some(p) = &self.progress {
+                p.fetch_add(size, Ordering::Relaxed);
             }
         }
         let encoder = tar.into_inner().map_err(out_err)?;

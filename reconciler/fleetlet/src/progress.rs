@@ -1,5 +1,6 @@
 //! Progress bars for long transfers, shown only when stderr is a terminal: a decorator over the
-//! artifact store that counts the bytes of every upload as it streams in.
+//! artifact store that counts the bytes of every upload as it streams in, and a bar over a
+//! shared byte counter (bundle create and import, whose work runs in library code).
 
 use fleetlet_core::Digest;
 use fleetlet_engine::ports::{BlobStore, StoreError};
@@ -103,5 +104,58 @@ impl<S: ArtifactStore> ArtifactStore for ProgressStore<'_, S> {
     }
     fn collect_garbage(&self, roots: &BTreeSet<Digest>) -> Result<(usize, u64), StoreError> {
         self.inner.collect_garbage(roots)
+    }
+}
+
+/// A bar drawn from its own thread over a counter that the work adds to; nothing unless stderr
+/// is a terminal. Dropping it clears the bar.
+pub struct CounterBar {
+    counter: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CounterBar {
+    pub fn start(what: &str, total: u64) -> CounterBar {
+        use std::sync::atomic::Ordering;
+        let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = std::io::stderr().is_terminal().then(|| {
+            let (counter, done, what) = (counter.clone(), done.clone(), what.to_string());
+            std::thread::spawn(move || {
+                let bar = ProgressBar::new(total);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_message(what);
+                while !done.load(Ordering::Relaxed) {
+                    bar.set_position(counter.load(Ordering::Relaxed));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                bar.finish_and_clear();
+            })
+        });
+        CounterBar {
+            counter,
+            done,
+            thread,
+        }
+    }
+
+    pub fn counter(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.counter.clone()
+    }
+}
+
+impl Drop for CounterBar {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -5,10 +5,7 @@ use super::import::{self, ImportError, Site};
 use crate::config::AgentConfig;
 use crate::{BundleCommand, Output, UsageError, print_value};
 use anyhow::Context;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub fn run(command: BundleCommand) -> anyhow::Result<bool> {
     match command {
@@ -103,56 +100,6 @@ fn parse_time(text: &str) -> anyhow::Result<i64> {
     Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
-/// A bar over the unpacked bytes, drawn from another thread while the import streams; nothing
-/// unless stderr is a terminal.
-struct ImportProgress {
-    counter: Arc<AtomicU64>,
-    done: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ImportProgress {
-    fn start(files: &[PathBuf]) -> ImportProgress {
-        let counter = Arc::new(AtomicU64::new(0));
-        let done = Arc::new(AtomicBool::new(false));
-        let thread = std::io::stderr().is_terminal().then(|| {
-            let total = fleetlet_bundle::BundleReader::inspect(files)
-                .map(|(m, _)| m.total_size())
-                .unwrap_or(0);
-            let (counter, done) = (counter.clone(), done.clone());
-            std::thread::spawn(move || {
-                let bar = indicatif::ProgressBar::new(total);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "importing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                while !done.load(Ordering::Relaxed) {
-                    bar.set_position(counter.load(Ordering::Relaxed));
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                }
-                bar.finish_and_clear();
-            })
-        });
-        ImportProgress {
-            counter,
-            done,
-            thread,
-        }
-    }
-}
-
-impl Drop for ImportProgress {
-    fn drop(&mut self) {
-        self.done.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 fn import_cmd(
     files: &[PathBuf],
     config: &Path,
@@ -174,8 +121,11 @@ fn import_cmd(
         max_unpacked: max_unpacked(&cfg),
         k3s: cfg.runtimes.k3s.is_some(),
     };
-    let progress = ImportProgress::start(files);
-    let result = import::import(files, &site, Some(progress.counter.clone()));
+    let total = fleetlet_bundle::BundleReader::inspect(files)
+        .map(|(m, _)| m.total_size())
+        .unwrap_or(0);
+    let progress = crate::progress::CounterBar::start("importing", total);
+    let result = import::import(files, &site, Some(progress.counter()));
     drop(progress);
     match result {
         Ok(imported) => {

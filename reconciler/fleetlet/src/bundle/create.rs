@@ -383,9 +383,12 @@ pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
         }
     }
     let manifest = writer.manifest();
+    let bar = crate::progress::CounterBar::start("writing", manifest.total_size());
     let written = writer
+        .with_progress(bar.counter())
         .finish(&key, &args.out, args.max_size)
         .with_context(|| format!("writing {}", args.out.display()))?;
+    drop(bar);
     let size: u64 = written
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
