@@ -179,6 +179,18 @@ fn import_locked(
         max_unpacked: site.max_unpacked,
         max_entries: MAX_ENTRIES,
     };
+    // A bundle for other sites is refused from its head alone, before gigabytes are unpacked.
+    // (Unverified here, so it can only refuse; what is accepted is checked again below.)
+    if let Ok((head, _)) = BundleReader::inspect(parts)
+        && let Ok(Meta::Release(m)) = Meta::parse(&head.meta)
+        && !m.sites.iter().any(|s| s == site.name)
+    {
+        return Err(rejected(format!(
+            "the bundle is for site(s) {}, not for {}",
+            m.sites.join(", "),
+            site.name
+        )));
+    }
     let staged = BundleReader::open_with_progress(parts, limits, &keys, bundles, progress)?;
     let meta = match Meta::parse(&staged.manifest.meta).map_err(rejected)? {
         Meta::Release(m) => m,
