@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-const T: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "bundle test passphrase";
+pub(crate) const T: Duration = Duration::from_secs(60);
+pub(crate) const PASSWORD: &str = "bundle test passphrase";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -28,7 +28,7 @@ fn run(args: &[&str]) -> Output {
         .expect("running fleetlet")
 }
 
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let out = run(args);
     assert!(
         out.status.success(),
@@ -39,7 +39,7 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let prefix = dir.join(name);
     ok(&["keygen", "--out", prefix.to_str().unwrap()]);
     (prefix.with_extension("key"), prefix.with_extension("pub"))
@@ -51,21 +51,21 @@ fn image_app(app: &str, workload: &str, port: u16, greeting: &str, image: &str) 
 
 /// The operator's side: a registry with signed components, a fleet repo with signed commits
 /// served by `git daemon`, and the keys.
-struct Fleet {
-    dir: tempfile::TempDir,
+pub(crate) struct Fleet {
+    pub(crate) dir: tempfile::TempDir,
     registry: Option<TestRegistry>,
     daemon: Option<GitDaemon>,
     repo: TestRepo,
     ssh_key: PathBuf,
-    release_key: PathBuf,
+    pub(crate) release_key: PathBuf,
     release_pub: PathBuf,
-    courier_key: PathBuf,
+    pub(crate) courier_key: PathBuf,
     courier_pub: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Fleet {
-    fn new() -> Fleet {
+    pub(crate) fn new() -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let registry = TestRegistry::start().unwrap();
         let (release_key, release_pub) = keygen(dir.path(), "release");
@@ -92,7 +92,7 @@ impl Fleet {
         self.daemon.as_ref().unwrap().url_for("fleet")
     }
 
-    fn image(&self, tag: &str) -> String {
+    pub(crate) fn image(&self, tag: &str) -> String {
         format!(
             "{}/fleet/probe:{tag}",
             self.registry.as_ref().unwrap().host()
@@ -100,7 +100,7 @@ impl Fleet {
     }
 
     /// Pushes and signs a component; the pinned reference.
-    fn publish(&self, file: &Path, tag: &str) -> String {
+    pub(crate) fn publish(&self, file: &Path, tag: &str) -> String {
         let reference = self.image(tag);
         let pinned = ok(&["push", file.to_str().unwrap(), &reference])
             .trim()
@@ -109,25 +109,34 @@ impl Fleet {
         pinned
     }
 
-    /// A signed commit: sites store-1 and store-2 (label `ring`), the app on `image`.
-    fn release(&self, image: &str, greeting: &str, msg: &str) -> String {
+    /// The fleet repo's files for a release: sites store-1 and store-2 (label `ring`), the app
+    /// on `image`.
+    fn release_files(&self, image: &str, greeting: &str) -> [(&'static str, String); 3] {
         let s1 = site_yaml("store-1", "wasm").replace("{tier: store}", "{tier: store, ring: a}");
         let s2 = site_yaml("store-2", "wasm").replace("{tier: store}", "{tier: store, ring: b}");
         let app = image_app("shop", "web", self.port, greeting, image);
-        self.repo
-            .commit_signed(
-                &[
-                    ("sites/store-1.yaml", s1.as_bytes()),
-                    ("sites/store-2.yaml", s2.as_bytes()),
-                    ("apps/shop.yaml", app.as_bytes()),
-                ],
-                msg,
-                &self.ssh_key,
-            )
-            .unwrap()
+        [
+            ("sites/store-1.yaml", s1),
+            ("sites/store-2.yaml", s2),
+            ("apps/shop.yaml", app),
+        ]
     }
 
-    fn create(&self, out: &str, extra: &[&str]) -> PathBuf {
+    /// A signed commit: sites store-1 and store-2 (label `ring`), the app on `image`.
+    pub(crate) fn release(&self, image: &str, greeting: &str, msg: &str) -> String {
+        let files = self.release_files(image, greeting);
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+        self.repo.commit_signed(&files, msg, &self.ssh_key).unwrap()
+    }
+
+    /// The same release as [`Self::release`], committed without a signature.
+    pub(crate) fn release_unsigned(&self, image: &str, greeting: &str, msg: &str) -> String {
+        let files = self.release_files(image, greeting);
+        let files: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+        self.repo.commit_files(&files, msg).unwrap()
+    }
+
+    pub(crate) fn create(&self, out: &str, extra: &[&str]) -> PathBuf {
         let path = self.dir.path().join(out);
         let mut args = vec!["bundle", "create", "--repo"];
         let url = self.url();
@@ -141,14 +150,14 @@ impl Fleet {
     }
 
     /// The air gap: the site can reach neither the Git server nor the registry.
-    fn cut_off(&mut self) {
+    pub(crate) fn cut_off(&mut self) {
         self.daemon.take().unwrap().stop();
         drop(self.registry.take());
     }
 
     /// A site config that takes releases from bundles only, trusting the release key for
     /// artifacts, the courier key for bundles and alice for commits.
-    fn site_config(&self, site: &str, dir: &Path, inbox: Option<&Path>) -> PathBuf {
+    pub(crate) fn site_config(&self, site: &str, dir: &Path, inbox: Option<&Path>) -> PathBuf {
         let public = std::fs::read_to_string(self.ssh_key.with_extension("pub")).unwrap();
         let allowed = dir.join("allowed_signers");
         std::fs::write(
@@ -185,7 +194,7 @@ impl Fleet {
 
 /// Copies `files` into `inbox` the way a slow USB copy would: the first half, a pause longer
 /// than nothing but shorter than the settle time, then the rest.
-fn drop_into(inbox: &Path, files: &[PathBuf]) {
+pub(crate) fn drop_into(inbox: &Path, files: &[PathBuf]) {
     for f in files {
         let bytes = std::fs::read(f).unwrap();
         let target = inbox.join(f.file_name().unwrap());
@@ -202,7 +211,7 @@ fn drop_into(inbox: &Path, files: &[PathBuf]) {
 }
 
 /// Waits for `name` to appear in `inbox/<sub>/` with its reason or result file; its text.
-fn wait_filed(agent: &Agent, inbox: &Path, sub: &str, name: &str) -> String {
+pub(crate) fn wait_filed(agent: &Agent, inbox: &Path, sub: &str, name: &str) -> String {
     let suffix = if sub == "done" { "result" } else { "reason" };
     let note = inbox.join(sub).join(format!("{name}.{suffix}"));
     let deadline = Instant::now() + T;
@@ -228,11 +237,11 @@ fn wait_filed(agent: &Agent, inbox: &Path, sub: &str, name: &str) -> String {
     std::fs::read_to_string(note).unwrap()
 }
 
-fn applied(commit: &str) -> impl Fn(&Value) -> bool + '_ {
+pub(crate) fn applied(commit: &str) -> impl Fn(&Value) -> bool + '_ {
     move |s| s["appliedCommit"].as_str() == Some(commit)
 }
 
-fn tree_digest(dir: &Path) -> Vec<(String, u64)> {
+pub(crate) fn tree_digest(dir: &Path) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

@@ -5,6 +5,7 @@ mod testkit;
 mod agent;
 mod artifacts;
 mod bundle;
+mod bundle_corpus;
 mod cli;
 mod git;
 mod k3s;

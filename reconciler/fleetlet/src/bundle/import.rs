@@ -109,8 +109,11 @@ impl From<BundleError> for ImportError {
     fn from(e: BundleError) -> Self {
         match e {
             BundleError::Truncated { .. } => ImportError::Truncated(e.to_string()),
-            // A full disk is the site's problem, not the bundle's.
-            BundleError::Io { .. } => ImportError::Local(e.to_string()),
+            // A full disk is the site's problem, not the bundle's (`BundleError::io` reports
+            // ENOSPC as `DiskFull`, never as `Io`).
+            BundleError::Io { .. } | BundleError::DiskFull { .. } => {
+                ImportError::Local(e.to_string())
+            }
             other => ImportError::Rejected(other.to_string()),
         }
     }
