@@ -646,8 +646,8 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
     let truncated = work.join("truncated.bundle");
     std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
     cases.push(Case {
-        // The import's own word: only a split bundle is waited for, a single file is refused.
-        outcome: "incomplete",
+        // Only a split bundle is waited for; a single file that ends early is refused.
+        outcome: "rejected",
         ..case("truncated file", truncated, "the bundle is truncated")
     });
     let pack = craft.position("git/release.pack");

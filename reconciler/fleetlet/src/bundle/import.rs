@@ -160,7 +160,14 @@ pub fn import(
     std::fs::create_dir_all(&bundles)
         .map_err(|e| local(&format!("creating {}", bundles.display()), e))?;
     let _lock = lock(&bundles)?;
-    let result = import_locked(parts, site, &bundles, progress);
+    let result = match import_locked(parts, site, &bundles, progress) {
+        // Only a split bundle may still be missing its last part; a single file that ends
+        // early is simply broken.
+        Err(ImportError::Truncated(reason)) if parts.len() == 1 => {
+            Err(ImportError::Rejected(reason))
+        }
+        other => other,
+    };
     record(&bundles, parts, &result);
     result
 }
