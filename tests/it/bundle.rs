@@ -394,3 +394,120 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     );
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_split_bundle_waits_for_its_last_part_and_imports_by_hand_too() {
+    let mut fleet = Fleet::new();
+    fleet.publish(&probe_http(), "v1");
+    let c1 = fleet.release(&fleet.image("v1"), "one", "release one");
+    let base = fleet.create(
+        "small.bundle",
+        &[
+            "--rev",
+            "main",
+            "--site",
+            "store-1",
+            "--site",
+            "store-2",
+            "--max-size",
+            "8Ki",
+        ],
+    );
+    assert!(!base.exists(), "split bundles are only parts");
+    let mut parts: Vec<PathBuf> = std::fs::read_dir(base.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("small.bundle.part-"))
+        .collect();
+    parts.sort();
+    assert!(parts.len() >= 3, "{parts:?}");
+    assert!(
+        parts
+            .iter()
+            .all(|p| std::fs::metadata(p).unwrap().len() <= 8 << 10)
+    );
+    fleet.cut_off();
+
+    // By hand, on a site with no agent running: every part, in any order.
+    let by_hand = tempfile::tempdir().unwrap();
+    let config = fleet.site_config("store-2", by_hand.path(), None);
+    let mut reversed: Vec<&str> = parts.iter().rev().map(|p| p.to_str().unwrap()).collect();
+    let mut args = vec![
+        "bundle",
+        "import",
+        "--config",
+        config.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    args.append(&mut reversed);
+    let imported: Value = serde_json::from_str(&ok(&args)).unwrap();
+    assert_eq!(imported["commit"], c1.as_str(), "{imported:#}");
+    assert_eq!(
+        imported["commitSigners"][0]["identity"], "alice",
+        "{imported:#}"
+    );
+    // Missing a middle part: refused by name, and nothing was imported twice.
+    let gap: Vec<&str> = [&parts[0], &parts[2]]
+        .iter()
+        .map(|p| p.to_str().unwrap())
+        .collect();
+    let out = run(&[
+        &["bundle", "import", "--config", config.to_str().unwrap()][..],
+        &gap[..],
+    ]
+    .concat());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("part 2 of"),
+        "{out:?}"
+    );
+
+    // Through the inbox: all parts but the last are copied; the agent waits.
+    let site = tempfile::tempdir().unwrap();
+    let inbox = site.path().join("inbox");
+    let config = fleet.site_config("store-1", site.path(), Some(&inbox));
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "agent up", |s| s["site"] == "store-1");
+    let (last, first) = parts.split_last().unwrap();
+    drop_into(&inbox, first);
+    let log = agent.state_dir.join("bundles/imports.jsonl");
+    let deadline = Instant::now() + T;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("incomplete")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no incomplete import recorded:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    for p in first {
+        assert!(
+            inbox.join(p.file_name().unwrap()).exists(),
+            "still waiting in the inbox"
+        );
+    }
+    assert!(agent.status()["appliedCommit"].is_null());
+    drop_into(&inbox, std::slice::from_ref(last));
+    let note = inbox.join("done").join("small.bundle.result");
+    let deadline = Instant::now() + T;
+    while !note.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "never imported:\n{}",
+            agent.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in &parts {
+        assert!(inbox.join("done").join(p.file_name().unwrap()).exists());
+    }
+    agent.wait_status(T, "release applied from the split bundle", applied(&c1));
+    wait_body(fleet.port, "/", "one", T).unwrap();
+    assert!(agent.terminate().success());
+}
