@@ -511,3 +511,166 @@ fn a_split_bundle_waits_for_its_last_part_and_imports_by_hand_too() {
     wait_body(fleet.port, "/", "one", T).unwrap();
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_site_inventory_carried_back_lets_the_next_bundle_leave_out_what_the_site_has() {
+    let fleet = Fleet::new();
+    fleet.publish(&probe_http(), "v1");
+    fleet.release(&fleet.image("v1"), "one", "release one");
+    let r1 = fleet.create("r1.bundle", &["--rev", "main", "--site", "store-1"]);
+    let site = tempfile::tempdir().unwrap();
+    let config = fleet.site_config("store-1", site.path(), None);
+    let config_s = config.to_str().unwrap();
+    ok(&[
+        "bundle",
+        "import",
+        r1.to_str().unwrap(),
+        "--config",
+        config_s,
+    ]);
+    // export-status needs the status the agent publishes: run the agent once.
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release one applied", |s| !s["appliedCommit"].is_null());
+    assert!(agent.terminate().success());
+
+    let status = site.path().join("status.fleetlet");
+    ok(&[
+        "bundle",
+        "export-status",
+        "--config",
+        config_s,
+        "--out",
+        status.to_str().unwrap(),
+    ]);
+    let site_pub = site.path().join("state/site.pub");
+    let back: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        status.to_str().unwrap(),
+        "--key",
+        site_pub.to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(back["imports"].as_array().unwrap().len(), 1, "{back:#}");
+    // Signed by the site key: another key is refused by name.
+    let out = run(&[
+        "bundle",
+        "inspect",
+        status.to_str().unwrap(),
+        "--key",
+        fleet.courier_pub.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("signed by key"),
+        "{out:?}"
+    );
+    // Records since a later time: none.
+    let later = site.path().join("later.fleetlet");
+    ok(&[
+        "bundle",
+        "export-status",
+        "--config",
+        config_s,
+        "--out",
+        later.to_str().unwrap(),
+        "--since",
+        "2999-01-01T00:00:00Z",
+    ]);
+    let none: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        later.to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(none["imports"], serde_json::json!([]), "{none:#}");
+
+    // Release two keeps v1 for the shop and adds a second app on v2: the bundle carries full
+    // Git history but leaves out every blob the inventory lists (v1's among them).
+    fleet.publish(&probe_http_v2(), "v2");
+    let mut files = fleet.release_files(&fleet.image("v1"), "one").to_vec();
+    files.push((
+        "apps/extra.yaml",
+        image_app("extra", "web", free_port(), "x", &fleet.image("v2")),
+    ));
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, t)| (*p, t.as_bytes())).collect();
+    let c2 = fleet
+        .repo
+        .commit_signed(&files, "release two", &fleet.ssh_key)
+        .unwrap();
+    let full = fleet.create("r2-full.bundle", &["--rev", "main", "--site", "store-1"]);
+    let slim = fleet.create(
+        "r2-slim.bundle",
+        &[
+            "--rev",
+            "main",
+            "--site",
+            "store-1",
+            "--site-inventory",
+            status.to_str().unwrap(),
+        ],
+    );
+    let info: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "inspect",
+        slim.to_str().unwrap(),
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert!(
+        info["meta"]["omittedBlobs"].as_u64().unwrap() >= 1,
+        "{info:#}"
+    );
+    assert!(info["meta"]["since"].is_null(), "{info:#}");
+    let (full_n, slim_n) = (
+        serde_json::from_str::<Value>(&ok(&[
+            "bundle",
+            "inspect",
+            full.to_str().unwrap(),
+            "-o",
+            "json",
+        ]))
+        .unwrap()["entries"]
+            .as_u64()
+            .unwrap(),
+        info["entries"].as_u64().unwrap(),
+    );
+    assert!(slim_n < full_n, "{slim_n} vs {full_n}");
+    let imported: Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "import",
+        slim.to_str().unwrap(),
+        "--config",
+        config_s,
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(imported["commit"], c2.as_str(), "{imported:#}");
+
+    // On a site that lacks those blobs the same slim bundle is refused, naming what is missing.
+    let other = tempfile::tempdir().unwrap();
+    let other_config = fleet.site_config("store-1", other.path(), None);
+    let out = run(&[
+        "bundle",
+        "import",
+        slim.to_str().unwrap(),
+        "--config",
+        other_config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("neither in the bundle nor on the site"),
+        "{err}"
+    );
+    assert!(
+        !other.path().join("state/git/refs/fleetlet").exists(),
+        "nothing published"
+    );
+}
