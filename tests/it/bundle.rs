@@ -4,7 +4,7 @@
 //! `fleetlet bundle import`; deltas on top; and every bad input rejected with nothing changed.
 
 use crate::testkit::agent::{Agent, fleetlet_bin, http_app, site_yaml, wait_body};
-use crate::testkit::components::{free_port, probe_http, probe_http_v2};
+use crate::testkit::components::{free_port, http_get, probe_http, probe_http_v2};
 use crate::testkit::git::{GitDaemon, TestRepo, ssh_signing_key};
 use crate::testkit::registry::TestRegistry;
 use serde_json::Value;
@@ -360,6 +360,22 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     assert!(reason.contains("does not descend"), "{reason}");
     let s = agent.status();
     assert_eq!(s["appliedCommit"].as_str(), Some(c2.as_str()), "{s:#}");
+
+    // The reason shows in `fleetlet status` and in the metrics.
+    let text = ok(&["status", "--config", config.to_str().unwrap()]);
+    assert!(
+        text.contains("last bundle:     rejected replay.bundle")
+            && text.contains("does not descend"),
+        "{text}"
+    );
+    let (code, metrics) = http_get(agent.status_addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for line in [
+        "fleetlet_bundle_imports_total{outcome=\"imported\"} 2",
+        "fleetlet_bundle_imports_total{outcome=\"rejected\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     // The return path: a status file signed by the site key, readable by inspect.
     let status_file = site.path().join("status.fleetlet");

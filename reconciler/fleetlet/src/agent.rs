@@ -293,7 +293,7 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     let mut inbox_check: Option<Duration> = None;
     loop {
         if let Some((inbox, _)) = inbox.as_mut() {
-            inbox_check = import_from_inbox(inbox, &cfg, &policy, &import_store);
+            inbox_check = import_from_inbox(inbox, &cfg, &policy, &import_store, &shared.metrics);
         }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
@@ -342,6 +342,7 @@ fn import_from_inbox(
     cfg: &AgentConfig,
     policy: &fleetlet_verify::policy::TrustPolicy,
     store: &OciStore,
+    metrics: &Metrics,
 ) -> Option<Duration> {
     let (ready, next) = inbox.ready();
     let site_name = cfg.site.to_string();
@@ -376,6 +377,11 @@ fn import_from_inbox(
                 Verdict::Rejected(e.to_string())
             }
         };
+        metrics.record_import(match &verdict {
+            Verdict::Done(_) => "imported",
+            Verdict::Rejected(_) => "rejected",
+            Verdict::Wait(_) => "incomplete",
+        });
         if let Err(e) = inbox.finish(&candidate, &verdict) {
             warn!(bundle = %candidate.name, error = %e, "cannot move the bundle out of the inbox");
         }

@@ -572,8 +572,15 @@ fn status_cmd(
     })?;
     let status: fleetlet_engine::Status =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    // Sites fed by sync bundles: the last import, accepted or not (its reason is what a
+    // technician needs on the spot).
+    let last_import = bundle::import::read_records(&dir, None).pop();
     if output != Output::Text {
-        print_value(&status, output)?;
+        let mut value = serde_json::to_value(&status)?;
+        if let (Some(r), Some(map)) = (&last_import, value.as_object_mut()) {
+            map.insert("lastImport".into(), serde_json::to_value(r)?);
+        }
+        print_value(&value, output)?;
         return Ok(status.last_error.is_none());
     }
     let time = |t: Option<i64>| t.map(agent::format_time).unwrap_or_else(|| "never".into());
@@ -600,6 +607,19 @@ fn status_cmd(
     println!("last sync:       {}", time(status.last_sync));
     if let Some(stale) = &status.stale_source {
         println!("STALE SOURCE:    {stale}");
+    }
+    if let Some(r) = &last_import {
+        println!(
+            "last bundle:     {} {} at {}{}",
+            r.outcome,
+            r.files.join(", "),
+            agent::format_time(r.at),
+            r.reason
+                .as_deref()
+                .or(r.commit.as_deref())
+                .map(|t| format!(": {}", t.lines().next().unwrap_or(t)))
+                .unwrap_or_default()
+        );
     }
     match &status.last_error {
         Some(e) => {

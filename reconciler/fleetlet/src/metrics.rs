@@ -37,6 +37,7 @@ pub struct Metrics {
     stale: Gauge,
     drift_detected: Gauge,
     drift_corrected: Gauge,
+    bundle_imports: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -52,6 +53,12 @@ impl Metrics {
         let held = Gauge::default();
         let drift_detected = Gauge::default();
         let drift_corrected = Gauge::default();
+        let bundle_imports = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "bundle_imports",
+            "Sync bundles taken from the inbox, by outcome (imported, rejected, incomplete)",
+            bundle_imports.clone(),
+        );
         registry.register(
             "k3s_drift_detected",
             "Changes found on the cluster to k3s objects fleetlet applied (since the state began)",
@@ -109,7 +116,17 @@ impl Metrics {
             stale,
             drift_detected,
             drift_corrected,
+            bundle_imports,
         }
+    }
+
+    /// One sync bundle taken from the inbox.
+    pub fn record_import(&self, outcome: &str) {
+        self.bundle_imports
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.into(),
+            })
+            .inc();
     }
 
     pub fn record(&self, outcome: &CycleOutcome, seconds: f64, status: &Status) {
