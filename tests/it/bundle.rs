@@ -690,3 +690,24 @@ fn a_site_inventory_carried_back_lets_the_next_bundle_leave_out_what_the_site_ha
         "nothing published"
     );
 }
+
+#[test]
+fn import_on_a_site_that_follows_git_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = crate::testkit::agent::write_config(dir.path(), "store-1", "/nowhere", "1s", "");
+    let bundle = dir.path().join("x.bundle");
+    std::fs::write(&bundle, b"not even a bundle").unwrap();
+    let out = run(&[
+        "bundle",
+        "import",
+        bundle.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("source.bundles"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing was created");
+}

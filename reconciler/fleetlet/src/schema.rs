@@ -17,6 +17,14 @@ pub fn all() -> Vec<(&'static str, String)> {
             "desired-state.schema.json",
             render(schema_for!(fleetlet_core::DesiredState)),
         ),
+        (
+            "bundle-manifest.schema.json",
+            render(schema_for!(crate::bundle::ManifestSchema)),
+        ),
+        (
+            "bundle-import-record.schema.json",
+            render(schema_for!(crate::bundle::import::ImportRecord)),
+        ),
     ]
 }
 

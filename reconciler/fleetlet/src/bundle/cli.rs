@@ -109,6 +109,15 @@ fn import_cmd(
     let cfg = AgentConfig::load(config).map_err(|e| UsageError(format!("{e:#}")))?;
     let policy = fleetlet_verify::policy::TrustPolicy::load(&cfg.trust, Path::new(""))
         .map_err(|e| UsageError(format!("agent config {}: {e}", config.display())))?;
+    if cfg.source.bundles.is_none() {
+        // Its Git fetches would overwrite what an import publishes in the same mirror.
+        return Err(UsageError(format!(
+            "agent config {}: this site follows Git (source.git); set source.bundles to take \
+             releases from sync bundles",
+            config.display()
+        ))
+        .into());
+    }
     let state_dir = state_dir.unwrap_or(cfg.state_dir.clone());
     let store = fleetlet_store::OciStore::open(&state_dir.join("oci"))
         .context("opening the artifact store")?;

@@ -380,11 +380,16 @@ fn import_locked(
 }
 
 /// One line per import attempt in `bundles/imports.jsonl`: what the status file carries back.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(title = "BundleImportRecord")]
 pub struct ImportRecord {
+    /// Unix seconds.
     pub at: i64,
+    /// The bundle's files as they were named in the inbox or on the command line.
     pub files: Vec<String>,
+    /// `imported`, `rejected`, `incomplete` (a split bundle still missing parts) or `failed`
+    /// (the site's own fault, such as a full disk).
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,

@@ -20,6 +20,7 @@ pub mod import;
 pub mod inspect;
 pub mod status;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const PACK_ENTRY: &str = "git/release.pack";
@@ -27,7 +28,7 @@ pub const OCI_DIR: &str = "oci";
 pub const BLOB_PREFIX: &str = "oci/blobs/sha256/";
 
 /// `meta` of a bundle's signed manifest: what the bundle is.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 pub enum Meta {
     Release(ReleaseMeta),
@@ -35,7 +36,7 @@ pub enum Meta {
 }
 
 /// A release for one or more sites.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReleaseMeta {
     /// The sites the bundle was made for; an import on any other site is refused.
@@ -62,14 +63,14 @@ pub struct ReleaseMeta {
     pub platform: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagMeta {
     pub name: String,
     pub object: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ArtifactMeta {
     /// As the fleet repo names it.
@@ -82,7 +83,7 @@ pub struct ArtifactMeta {
 }
 
 /// A site's status carried back by a technician.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StatusMeta {
     pub site: String,
@@ -92,6 +93,33 @@ pub struct StatusMeta {
     /// Records from this time on (Unix seconds); all when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<i64>,
+}
+
+/// `manifest.json` of a bundle or status file, for the schema other tools read it by (the
+/// container crate owns the type; this mirrors it with the `meta` this binary writes).
+#[derive(JsonSchema)]
+#[schemars(title = "BundleManifest")]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // Only its schema is used.
+pub struct ManifestSchema {
+    /// Format version: 1.
+    version: u64,
+    /// Always `fleetlet.dev/bundle`.
+    kind: String,
+    meta: Meta,
+    /// Every other entry of the tar, sorted by path; the manifest is signed over its exact
+    /// bytes (`manifest.sig`, base64), by the key `manifest.key` names.
+    entries: Vec<EntrySchema>,
+}
+
+#[derive(JsonSchema)]
+#[allow(dead_code)] // Only its schema is used.
+struct EntrySchema {
+    /// Relative, `/`-separated.
+    path: String,
+    /// `sha256:<64 hex>`.
+    sha256: String,
+    size: u64,
 }
 
 impl Meta {
