@@ -234,6 +234,19 @@ impl Crafter {
             .unwrap_or_else(|| panic!("the good bundle has no {path}"))
     }
 
+    /// The good manifest with the entry at `path` describing `bytes` instead.
+    fn manifest_replacing(&self, path: &str, bytes: &[u8]) -> Manifest {
+        let mut manifest = self.good.manifest.clone();
+        let entry = manifest
+            .entries
+            .iter_mut()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("the good bundle has no {path}"));
+        entry.sha256 = Digest::of(bytes);
+        entry.size = bytes.len() as u64;
+        manifest
+    }
+
     /// The good manifest with `entry` added in its sorted place.
     fn manifest_with(&self, entry: ManifestEntry) -> Manifest {
         let mut manifest = self.good.manifest.clone();
@@ -476,6 +489,30 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
     let c2 = fleet.release(&fleet.image("v2"), "two", "release two");
     let r2 = fleet.create("r2.bundle", &["--rev", "main", "--site", "store-1"]);
     let other_site = fleet.create("other-site.bundle", &["--rev", "main", "--site", "store-2"]);
+    // Signed by the courier, but published on a branch the site does not follow (whose
+    // per-ref signer rules would be another's), or for another platform.
+    let other_branch = fleet.create(
+        "other-branch.bundle",
+        &[
+            "--rev",
+            "main",
+            "--site",
+            "store-1",
+            "--branch",
+            "feature-x",
+        ],
+    );
+    let other_platform = fleet.create(
+        "other-platform.bundle",
+        &[
+            "--rev",
+            "main",
+            "--site",
+            "store-1",
+            "--platform",
+            "linux/s390x",
+        ],
+    );
 
     // Pushed, never signed.
     let v3 = ok(&[
@@ -722,6 +759,39 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
         other_site,
         "the bundle is for site(s) store-2, not for store-1",
     ));
+    cases.push(case(
+        "bundle publishing another branch",
+        other_branch,
+        "the bundle publishes its release on refs/heads/feature-x; this site takes releases on \
+         refs/heads/main",
+    ));
+    cases.push(case(
+        "bundle for another platform",
+        other_platform,
+        "the bundle carries images for linux/s390x",
+    ));
+    // An index entry whose name claims one digest and points at another.
+    let index_at = craft.position("oci/index.json");
+    let index_text = String::from_utf8(craft.good.entries[index_at].bytes().to_vec()).unwrap();
+    let mut index: Value = serde_json::from_str(&index_text).unwrap();
+    let first = &mut index["manifests"][0];
+    let name = first["annotations"]["org.opencontainers.image.ref.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (base, _) = name.rsplit_once('@').unwrap();
+    let lie = format!("{base}@{}", Digest::of(b"another manifest"));
+    first["annotations"]["org.opencontainers.image.ref.name"] = Value::String(lie.clone());
+    let lying = serde_json::to_vec(&index).unwrap();
+    cases.push(case(
+        "index entry named for another digest",
+        craft.signed(
+            "lying-index",
+            &craft.manifest_replacing("oci/index.json", &lying),
+            craft.entries_with(|e| e[index_at] = Raw::file("oci/index.json", lying.clone())),
+        ),
+        format!("oci/index.json names {lie} for "),
+    ));
     let rollback = work.join("rollback.bundle");
     std::fs::copy(&r1, &rollback).unwrap();
     cases.push(case(
@@ -866,6 +936,36 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
         }
         None => eprintln!("SKIPPED full disk during the import: cannot mount a tmpfs"),
     }
+
+    // A signed bundle may carry index entries the release does not need (an unrelated image's
+    // tag, say): the import succeeds, but only what the release uses is tagged on the site.
+    let mut index: Value = serde_json::from_str(&index_text).unwrap();
+    let extra_digest = Digest::of(b"{}");
+    let extra = format!("mirror.example/pause:3.6@{extra_digest}");
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": extra_digest.to_string(),
+            "size": 2,
+            "annotations": {"org.opencontainers.image.ref.name": extra},
+        }));
+    let padded = serde_json::to_vec(&index).unwrap();
+    let bundle = craft.signed(
+        "extra-index-entry",
+        &craft.manifest_replacing("oci/index.json", &padded),
+        craft.entries_with(|e| e[index_at] = Raw::file("oci/index.json", padded.clone())),
+    );
+    drop_into(&inbox, std::slice::from_ref(&bundle));
+    let note = wait_filed(&agent, &inbox, "done", "extra-index-entry.bundle");
+    assert!(note.starts_with("imported: "), "{note}");
+    let site_index = std::fs::read_to_string(state.join("oci/index.json")).unwrap();
+    assert!(!site_index.contains("mirror.example"), "{site_index}");
+    assert!(
+        site_index.contains(&name),
+        "the release's own tag is there: {site_index}"
+    );
 
     eprintln!(
         "setup {setup:.1?}, crafting {crafted:.1?}, {} cases, total {:.1?}",

@@ -18,6 +18,11 @@ pub fn part_path(base: &Path, number: u32) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether `path` is named as a part of a split bundle (`FILE.part-NNN`).
+pub fn is_part(path: &Path) -> bool {
+    parse_part(path).is_some()
+}
+
 /// `(FILE, NNN)` for `FILE.part-NNN`.
 fn parse_part(path: &Path) -> Option<(PathBuf, u32)> {
     let text = path.to_str()?;

@@ -26,6 +26,32 @@ pub enum PackError {
     MissingBase { base: String },
     #[error("importing the pack: {0}")]
     Import(String),
+    #[error("{reference} is not a branch: an imported release is published on refs/heads/…")]
+    NotABranch { reference: String },
+    /// A tag the bundle names is not what it claims (not a tag object of that name on the
+    /// release commit), or would replace a different tag of the same name.
+    #[error("tag {name}: {message}")]
+    Tag { name: String, message: String },
+}
+
+/// Most annotated tags one release may carry (release tags, rollback instructions).
+pub const MAX_TAGS: usize = 64;
+
+/// Ref and object writes reach the disk before the call returns (libgit2 does not fsync by
+/// default): the branch a site publishes must never survive a power loss that its objects
+/// did not.
+pub fn enable_fsync() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a process-wide libgit2 option, set once, with the (int) argument
+        // GIT_OPT_ENABLE_FSYNC_GITDIR expects; libgit2 is initialised by git2 first.
+        unsafe {
+            libgit2_sys::git_libgit2_opts(
+                libgit2_sys::GIT_OPT_ENABLE_FSYNC_GITDIR as std::ffi::c_int,
+                1 as std::ffi::c_int,
+            );
+        }
+    });
 }
 
 /// What [`export_pack`] made.
@@ -136,7 +162,12 @@ pub fn has_commit(mirror: &Path, commit: &str) -> bool {
 /// Adds the objects of `pack` to the bare mirror at `mirror` (created if missing), after
 /// checking that a delta's base is there. Objects are only added: nothing that refers to them
 /// changes here, so an import that fails half-way leaves nothing the agent would use.
-pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(), PackError> {
+pub fn import_pack(
+    mirror: &Path,
+    mut pack: impl std::io::Read,
+    base: Option<&str>,
+) -> Result<(), PackError> {
+    enable_fsync();
     let repo = if mirror.join("HEAD").exists() {
         Repository::open_bare(mirror)
     } else {
@@ -160,7 +191,8 @@ pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(),
     let mut writer = odb
         .packwriter()
         .map_err(|e| PackError::Import(e.message().to_string()))?;
-    std::io::Write::write_all(&mut writer, pack).map_err(|e| PackError::Import(e.to_string()))?;
+    // Streamed: a pack may be large, and is indexed as it arrives.
+    std::io::copy(&mut pack, &mut writer).map_err(|e| PackError::Import(e.to_string()))?;
     writer
         .commit()
         .map_err(|e| PackError::Import(e.message().to_string()))?;
@@ -174,7 +206,7 @@ pub fn import_pack(mirror: &Path, pack: &[u8], base: Option<&str>) -> Result<(),
 pub fn stage_import(
     mirror: &Path,
     staging: &Path,
-    pack: &[u8],
+    pack: impl std::io::Read,
     base: Option<&str>,
 ) -> Result<(), PackError> {
     let repo = Repository::init_bare(staging).map_err(|e| repo_err(staging, e))?;
@@ -208,6 +240,7 @@ pub fn publish_import(
     tags: &[(String, String)],
     allow_rollback: bool,
 ) -> Result<(), PackError> {
+    enable_fsync();
     let repo = Repository::open_bare(mirror).map_err(|e| repo_err(mirror, e))?;
     let bad = |rev: &str| PackError::UnknownRevision {
         path: mirror.display().to_string(),
@@ -215,6 +248,18 @@ pub fn publish_import(
     };
     let new = Oid::from_str(commit).map_err(|_| bad(commit))?;
     repo.find_commit(new).map_err(|_| bad(commit))?;
+    let branch_ref = if branch.starts_with("refs/") {
+        branch.to_string()
+    } else {
+        format!("refs/heads/{branch}")
+    };
+    // Only a branch: the imported ref points at it, and the policy's per-ref rules judge the
+    // release by its name.
+    if !branch_ref.starts_with("refs/heads/") || !git2::Reference::is_valid_name(&branch_ref) {
+        return Err(PackError::NotABranch {
+            reference: branch_ref,
+        });
+    }
     if let Ok(current) = repo
         .find_reference(IMPORTED_REF)
         .and_then(|r| r.resolve())
@@ -232,21 +277,48 @@ pub fn publish_import(
             });
         }
     }
-    for (name, oid) in tags {
-        let oid = Oid::from_str(oid).map_err(|_| bad(oid))?;
-        repo.reference(
-            &format!("refs/tags/{name}"),
-            oid,
-            true,
-            "fleetlet: imported tag",
-        )
-        .map_err(|e| repo_err(mirror, e))?;
+    if tags.len() > MAX_TAGS {
+        return Err(PackError::Tag {
+            name: tags[MAX_TAGS].0.clone(),
+            message: format!("a release carries at most {MAX_TAGS} tags"),
+        });
     }
-    let branch_ref = if branch.starts_with("refs/") {
-        branch.to_string()
-    } else {
-        format!("refs/heads/{branch}")
-    };
+    // Every tag checked before any is written.
+    let mut checked = Vec::with_capacity(tags.len());
+    for (name, oid) in tags {
+        let tag_err = |message: String| PackError::Tag {
+            name: name.clone(),
+            message,
+        };
+        let oid =
+            Oid::from_str(oid).map_err(|_| tag_err(format!("{oid:?} is not an object id")))?;
+        let tag = repo
+            .find_tag(oid)
+            .map_err(|_| tag_err(format!("{oid} is not an annotated tag in the pack")))?;
+        if tag.name_bytes() != name.as_bytes() || tag.target_id() != new {
+            return Err(tag_err(format!(
+                "{oid} is tag {:?} on {}, not {name:?} on {commit}",
+                String::from_utf8_lossy(tag.name_bytes()),
+                tag.target_id()
+            )));
+        }
+        let full = format!("refs/tags/{name}");
+        if let Ok(existing) = repo.find_reference(&full)
+            && existing.target() != Some(oid)
+        {
+            return Err(tag_err(
+                "the site already has a different tag of this name; tags are never replaced".into(),
+            ));
+        }
+        if !git2::Reference::is_valid_name(&full) {
+            return Err(tag_err("not a valid tag name".into()));
+        }
+        checked.push((full, oid));
+    }
+    for (full, oid) in checked {
+        repo.reference(&full, oid, true, "fleetlet: imported tag")
+            .map_err(|e| repo_err(mirror, e))?;
+    }
     repo.reference(&branch_ref, new, true, "fleetlet: imported release")
         .map_err(|e| repo_err(mirror, e))?;
     repo.reference_symbolic(
@@ -320,15 +392,15 @@ mod tests {
 
         // A delta needs its base.
         let empty = tempfile::tempdir().unwrap();
-        let err = import_pack(empty.path(), &delta.pack, Some(&c1)).unwrap_err();
+        let err = import_pack(empty.path(), &delta.pack[..], Some(&c1)).unwrap_err();
         assert!(err.to_string().contains(&c1), "{err}");
         assert!(!has_commit(empty.path(), &c2));
 
         let mirror = tempfile::tempdir().unwrap();
         let first = export_pack(src.path(), &c1, None).unwrap();
-        import_pack(mirror.path(), &first.pack, None).unwrap();
+        import_pack(mirror.path(), &first.pack[..], None).unwrap();
         assert!(has_commit(mirror.path(), &c1) && !has_commit(mirror.path(), &c2));
-        import_pack(mirror.path(), &delta.pack, Some(&c1)).unwrap();
+        import_pack(mirror.path(), &delta.pack[..], Some(&c1)).unwrap();
         assert!(has_commit(mirror.path(), &c2));
         let repo = Repository::open_bare(mirror.path()).unwrap();
         let tag = repo
@@ -337,7 +409,7 @@ mod tests {
         assert_eq!(tag.target_id().to_string(), c2);
 
         // Garbage is refused, and adds nothing.
-        assert!(import_pack(mirror.path(), b"PACK garbage", None).is_err());
+        assert!(import_pack(mirror.path(), &b"PACK garbage"[..], None).is_err());
         assert!(matches!(
             export_pack(src.path(), "nope", None),
             Err(PackError::UnknownRevision { .. })
@@ -353,7 +425,7 @@ mod tests {
         let mirror = tempfile::tempdir().unwrap();
         import_pack(
             mirror.path(),
-            &export_pack(src.path(), &c1, None).unwrap().pack,
+            &export_pack(src.path(), &c1, None).unwrap().pack[..],
             None,
         )
         .unwrap();
@@ -379,7 +451,7 @@ mod tests {
         let scratch = tempfile::tempdir().unwrap();
         let staging = scratch.path().join("stage");
         // The delta's base is found through the mirror's objects.
-        stage_import(mirror.path(), &staging, &delta.pack, Some(&c1)).unwrap();
+        stage_import(mirror.path(), &staging, &delta.pack[..], Some(&c1)).unwrap();
         assert!(has_commit(&staging, &c2) && has_commit(&staging, &c1));
         publish_import(&staging, "main", &c2, &[], false).unwrap();
         assert_eq!(imported_commit(&staging).as_deref(), Some(c2.as_str()));
@@ -394,7 +466,7 @@ mod tests {
         let err = stage_import(
             empty.path(),
             &scratch.path().join("s"),
-            &delta.pack,
+            &delta.pack[..],
             Some(&c1),
         )
         .unwrap_err();
@@ -404,6 +476,77 @@ mod tests {
         );
         assert_eq!(rev_commit(src.path(), "main").unwrap(), c2);
         assert!(rev_commit(src.path(), "nope").is_err());
+    }
+
+    #[test]
+    fn tags_and_branches_are_checked_before_they_are_published() {
+        let src = tempfile::tempdir().unwrap();
+        git(src.path(), &["init", "-q", "-b", "main"]);
+        let c1 = commit(src.path(), "a", "one");
+        git(src.path(), &["tag", "-a", "-m", "one", "release-1"]);
+        let c2 = commit(src.path(), "b", "two");
+        git(src.path(), &["tag", "-a", "-m", "two", "release-2"]);
+        let full = export_pack(src.path(), "main", None).unwrap();
+        let mirror = tempfile::tempdir().unwrap();
+        import_pack(mirror.path(), &full.pack[..], None).unwrap();
+        // export_pack carries only the tags on the release commit.
+        let t2 = full.tags[0].1.clone();
+        let t1 = git(src.path(), &["rev-parse", "release-1"]);
+        type Tags = Vec<(String, String)>;
+        let cases: [(&str, &str, Tags, &str); 5] = [
+            (
+                "main",
+                &c2,
+                vec![("release-2".into(), c2.clone())],
+                "not an annotated tag",
+            ),
+            (
+                "main",
+                &c2,
+                vec![("release-9".into(), t2.clone())],
+                "not \"release-9\"",
+            ),
+            (
+                "main",
+                &c2,
+                vec![("release-1".into(), t1.clone())],
+                "not an annotated tag",
+            ),
+            ("refs/tags/x", &c2, vec![], "not a branch"),
+            ("refs/fleetlet/imported", &c2, vec![], "not a branch"),
+        ];
+        for (branch, commit, tags, want) in cases {
+            let err = publish_import(mirror.path(), branch, commit, &tags, false).unwrap_err();
+            assert!(err.to_string().contains(want), "{branch} {tags:?}: {err}");
+            assert!(
+                imported_commit(mirror.path()).is_none(),
+                "nothing published"
+            );
+        }
+        let too_many: Vec<(String, String)> = (0..=MAX_TAGS)
+            .map(|i| (format!("t{i}"), t2.clone()))
+            .collect();
+        assert!(publish_import(mirror.path(), "main", &c2, &too_many, false).is_err());
+        // A different tag object under a name the site has is never accepted.
+        let repo = Repository::open_bare(mirror.path()).unwrap();
+        repo.reference(
+            "refs/tags/release-2",
+            Oid::from_str(&c1).unwrap(),
+            true,
+            "t",
+        )
+        .unwrap();
+        let tag2 = vec![("release-2".to_string(), t2.clone())];
+        let clash = publish_import(mirror.path(), "main", &c2, &tag2, false).unwrap_err();
+        assert!(clash.to_string().contains("never replaced"), "{clash}");
+        repo.find_reference("refs/tags/release-2")
+            .unwrap()
+            .delete()
+            .unwrap();
+        publish_import(mirror.path(), "main", &c2, &tag2, false).unwrap();
+        // The same tag again is fine.
+        publish_import(mirror.path(), "main", &c2, &tag2, false).unwrap();
+        assert_eq!(imported_commit(mirror.path()).as_deref(), Some(c2.as_str()));
     }
 
     #[test]
@@ -418,7 +561,7 @@ mod tests {
         let mirror = mirror.path().join("git");
 
         let first = export_pack(src.path(), &c1, None).unwrap();
-        import_pack(&mirror, &first.pack, None).unwrap();
+        import_pack(&mirror, &first.pack[..], None).unwrap();
         let config = crate::GitSourceConfig::new("", crate::Follow::Imported, &mirror);
         let mut source = crate::GitSource::open(config).unwrap();
         assert!(source.poll(None).is_err(), "nothing published yet");
@@ -438,7 +581,7 @@ mod tests {
         ));
 
         let delta = export_pack(src.path(), "main", Some(&c1)).unwrap();
-        import_pack(&mirror, &delta.pack, Some(&c1)).unwrap();
+        import_pack(&mirror, &delta.pack[..], Some(&c1)).unwrap();
         assert!(
             matches!(source.poll(Some(&c1)).unwrap(), Poll::Unchanged(_)),
             "objects alone publish nothing"

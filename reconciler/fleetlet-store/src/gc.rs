@@ -136,10 +136,19 @@ impl OciStore {
         min_age: Duration,
         dry_run: bool,
     ) -> Result<GcReport, StoreError> {
+        // Entries tagged moments ago (a sync bundle imported beside the agent, not applied
+        // yet) are spared like young blobs: their manifest was written or adopted just now.
+        let young = |d: &Digest| {
+            std::fs::metadata(self.path_of(d))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < min_age)
+        };
         let stale: Vec<String> = self
             .refs()?
             .into_iter()
-            .filter(|e| !roots.contains(&e.digest))
+            .filter(|e| !roots.contains(&e.digest) && !young(&e.digest))
             .filter_map(|e| e.name().map(String::from))
             .collect();
         if !dry_run {

@@ -321,6 +321,13 @@ impl OciStore {
             return Ok(());
         }
         let target = self.path_of(digest);
+        // Dated now, not when it was unpacked: garbage collection spares young blobs, and this
+        // one is named only once the import publishes.
+        fs::File::options()
+            .write(true)
+            .open(file)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+            .map_err(|e| io_err(file, "dating", e))?;
         fs::rename(file, &target).map_err(|e| io_err(&target, "moving into the store", e))
     }
 

@@ -100,7 +100,8 @@ pub enum Require {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BundlePolicy {
-    /// Names of `keys` whose signature on a bundle is accepted (default: every key).
+    /// Names of `keys` whose signature on a bundle is accepted. None by default: a key
+    /// trusted to sign artifacts (a vendor's, say) is not thereby trusted to carry releases.
     #[serde(default)]
     pub signers: Vec<String>,
 }
@@ -432,7 +433,7 @@ impl TrustPolicy {
         let allowed = &self.config.bundles.signers;
         self.keys
             .iter()
-            .filter(|k| allowed.is_empty() || allowed.contains(&k.name))
+            .filter(|k| allowed.contains(&k.name))
             .cloned()
             .collect()
     }

@@ -7,7 +7,7 @@
 //! status snapshot.
 
 use crate::config::AgentConfig;
-use crate::inbox::{Inbox, Verdict};
+use crate::inbox::{Candidate, Inbox, Verdict};
 use crate::metrics::Metrics;
 use anyhow::{Context, anyhow};
 use axum::Router;
@@ -346,29 +346,43 @@ fn import_from_inbox(
 ) -> Option<Duration> {
     let (ready, next) = inbox.ready();
     let site_name = cfg.site.to_string();
-    for candidate in ready {
-        let site = crate::bundle::import::Site {
-            name: &site_name,
-            state_dir: &cfg.state_dir,
-            policy,
-            store,
-            max_unpacked: crate::bundle::cli::max_unpacked(cfg),
-            k3s: cfg.runtimes.k3s.is_some(),
-        };
-        let verdict = match crate::bundle::import::import(&candidate.files, &site, None) {
+    let branch = crate::bundle::cli::bundles_branch(cfg);
+    let site = crate::bundle::import::Site {
+        name: &site_name,
+        state_dir: &cfg.state_dir,
+        policy,
+        store,
+        max_unpacked: crate::bundle::cli::max_unpacked(cfg),
+        k3s: cfg.runtimes.k3s.is_some(),
+        branch: &branch,
+    };
+    use crate::bundle::import::ImportError;
+    // A delta copied in together with its base may come first by name: it is tried again
+    // after the rest of the batch.
+    let mut queue: std::collections::VecDeque<(Candidate, bool)> =
+        ready.into_iter().map(|c| (c, true)).collect();
+    while let Some((candidate, first_try)) = queue.pop_front() {
+        let verdict = match crate::bundle::import::import(&candidate.files, &site, None, false) {
             Ok(imported) => {
                 info!(bundle = %candidate.name, commit = %imported.commit, "imported sync bundle");
                 Verdict::Done(imported.summary_line())
             }
-            Err(crate::bundle::import::ImportError::Truncated(reason))
-                if candidate.files.len() > 1 =>
+            // A hand-run import holds the site: these bundles are offered again soon.
+            Err(ImportError::Busy) => return Some(PROMOTION_CHECK),
+            Err(ImportError::MissingBase(_)) if first_try => {
+                queue.push_back((candidate, false));
+                continue;
+            }
+            Err(ImportError::Truncated(reason))
+                if crate::bundle::import::is_split(&candidate.files) =>
             {
                 info!(bundle = %candidate.name, "split bundle incomplete; waiting for its last part");
                 Verdict::Wait(reason)
             }
-            Err(crate::bundle::import::ImportError::Local(reason)) => {
-                // The site's own fault (a full disk, permissions): filed as rejected all the
-                // same, with the reason, so the technician sees it and drops it again once fixed.
+            Err(ImportError::Local(reason)) => {
+                // The site's own fault (a full disk, permissions): filed as rejected all
+                // the same, with the reason, so the technician sees it and drops it again
+                // once fixed.
                 warn!(bundle = %candidate.name, error = %reason, "importing sync bundle failed on this site");
                 Verdict::Rejected(format!("could not import on this site: {reason}"))
             }

@@ -152,6 +152,11 @@ pub struct BundlesConfig {
     /// moved to `done/` or `rejected/` (with a `.reason` file) beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbox: Option<PathBuf>,
+    /// The branch releases are accepted on (default `main`): a bundle publishing any other is
+    /// refused, so the policy's per-ref rules (`trust.commits.refs`) judge what this site
+    /// would follow, never a branch the bundle's maker picked.
+    #[serde(default = "default_branch")]
+    pub branch: String,
     /// How long a file must stay unchanged before it counts as completely copied (default 2s).
     #[serde(default = "default_settle")]
     pub settle: DurationSpec,
@@ -162,6 +167,10 @@ pub struct BundlesConfig {
     /// Largest unpacked bundle accepted (default 64Gi): the guard against compression bombs.
     #[serde(default = "default_max_bundle")]
     pub max_size: fleetlet_core::units::ByteSize,
+}
+
+fn default_branch() -> String {
+    "main".into()
 }
 
 fn default_settle() -> DurationSpec {

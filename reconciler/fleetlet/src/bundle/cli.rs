@@ -122,6 +122,7 @@ fn import_cmd(
     let store = fleetlet_store::OciStore::open(&state_dir.join("oci"))
         .context("opening the artifact store")?;
     let site_name = cfg.site.to_string();
+    let branch = bundles_branch(&cfg);
     let site = Site {
         name: &site_name,
         state_dir: &state_dir,
@@ -129,12 +130,13 @@ fn import_cmd(
         store: &store,
         max_unpacked: max_unpacked(&cfg),
         k3s: cfg.runtimes.k3s.is_some(),
+        branch: &branch,
     };
     let total = fleetlet_bundle::BundleReader::inspect(files)
         .map(|(m, _)| m.total_size())
         .unwrap_or(0);
     let progress = crate::progress::CounterBar::start("importing", total);
-    let result = import::import(files, &site, Some(progress.counter()));
+    let result = import::import(files, &site, Some(progress.counter()), true);
     drop(progress);
     match result {
         Ok(imported) => {
@@ -146,9 +148,10 @@ fn import_cmd(
         }
         Err(e) => {
             let kind = match &e {
-                ImportError::Rejected(_) => "rejected",
+                ImportError::Rejected(_) | ImportError::MissingBase(_) => "rejected",
                 ImportError::Truncated(_) => "incomplete",
                 ImportError::Local(_) => "failed",
+                ImportError::Busy => "busy",
             };
             match output {
                 Output::Text => eprintln!("bundle {kind}: {e}"),
@@ -160,6 +163,15 @@ fn import_cmd(
             Ok(false)
         }
     }
+}
+
+/// The branch this site takes releases on.
+pub fn bundles_branch(cfg: &AgentConfig) -> String {
+    cfg.source
+        .bundles
+        .as_ref()
+        .map(|b| b.branch.clone())
+        .unwrap_or_else(|| "main".into())
 }
 
 /// The unpacked-size cap of imports on this site.

@@ -20,7 +20,7 @@ use fleetlet_bundle::{BundleError, BundleReader, Limits};
 use fleetlet_engine::artifacts::Platform;
 use fleetlet_engine::ports::Source;
 use fleetlet_engine::preflight::{Layered, Preflight, check_release};
-use fleetlet_engine::trust::Signer;
+use fleetlet_engine::trust::{Signer, Verifier};
 use fleetlet_git::pack::{self, PackError};
 use fleetlet_git::{Follow, GitSource, GitSourceConfig};
 use fleetlet_store::OciStore;
@@ -46,6 +46,8 @@ pub struct Site<'a> {
     pub max_unpacked: u64,
     /// Whether the site applies k3s workloads (their images are checked too).
     pub k3s: bool,
+    /// The branch this site accepts releases on (`main`).
+    pub branch: &'a str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +97,13 @@ pub enum ImportError {
     /// The site itself failed (disk, permissions): retrying the same bundle may work.
     #[error("{0}")]
     Local(String),
+    /// A delta whose base commit the site does not have (yet: in the inbox, its base may be
+    /// the next bundle in the same batch).
+    #[error("{0}")]
+    MissingBase(String),
+    /// Another import holds the site (a hand-run one beside the agent): try again later.
+    #[error("another import is running on this site")]
+    Busy,
 }
 
 fn rejected(e: impl std::fmt::Display) -> ImportError {
@@ -119,25 +128,48 @@ impl From<BundleError> for ImportError {
     }
 }
 
+/// Errors while staging: the bundle's fault, unless the site's repository itself failed.
 fn pack_err(e: PackError) -> ImportError {
     match e {
         PackError::Repo { .. } => ImportError::Local(e.to_string()),
+        PackError::MissingBase { .. } => ImportError::MissingBase(e.to_string()),
         other => ImportError::Rejected(other.to_string()),
     }
 }
 
+/// Errors while publishing, after every check passed: always the site's (a full disk).
+fn publish_err(what: &str) -> impl Fn(PackError) -> ImportError + '_ {
+    move |e| ImportError::Local(format!("{what}: {e}"))
+}
+
+/// A split bundle is named `FILE.part-NNN`: only it may still be missing its last part.
+pub fn is_split(parts: &[PathBuf]) -> bool {
+    parts.iter().any(|p| fleetlet_bundle::is_part(p))
+}
+
 /// The commit the site runs, from the status the agent publishes (the state record itself is
 /// locked by a running agent).
-fn applied_commit(state_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(state_dir.join(crate::agent::STATUS_FILE)).ok()?;
+/// Fails closed: a status file that is there but unreadable stops the import.
+fn applied_commit(state_dir: &Path) -> Result<Option<String>, ImportError> {
+    let path = state_dir.join(crate::agent::STATUS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(local(&format!("reading {}", path.display()), e)),
+    };
     serde_json::from_str::<fleetlet_engine::Status>(&text)
-        .ok()?
-        .applied_commit
+        .map(|s| s.applied_commit)
+        .map_err(|e| {
+            local(
+                &format!("reading {} (the commit this site runs)", path.display()),
+                e,
+            )
+        })
 }
 
 /// Holds `bundles/.lock` for the import: the agent's inbox and a hand-run import never
 /// interleave.
-fn lock(dir: &Path) -> Result<std::fs::File, ImportError> {
+fn lock(dir: &Path, wait: bool) -> Result<std::fs::File, ImportError> {
     let path = dir.join(".lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -145,25 +177,39 @@ fn lock(dir: &Path) -> Result<std::fs::File, ImportError> {
         .write(true)
         .open(&path)
         .map_err(|e| local(&format!("opening {}", path.display()), e))?;
-    file.lock()
-        .map_err(|e| local(&format!("locking {}", path.display()), e))?;
+    if wait {
+        file.lock()
+            .map_err(|e| local(&format!("locking {}", path.display()), e))?;
+    } else {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(ImportError::Busy),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(local(&format!("locking {}", path.display()), e));
+            }
+        }
+    }
     Ok(file)
 }
 
-/// Imports the bundle made of `parts` into the site; see the module docs.
+/// Imports the bundle made of `parts` into the site; see the module docs. With `wait` false
+/// another import in progress returns [`ImportError::Busy`] at once (the agent's loop must
+/// not stall behind a hand-run import).
 pub fn import(
     parts: &[PathBuf],
     site: &Site<'_>,
     progress: Option<Arc<AtomicU64>>,
+    wait: bool,
 ) -> Result<Imported, ImportError> {
     let bundles = site.state_dir.join(BUNDLES_DIR);
     std::fs::create_dir_all(&bundles)
         .map_err(|e| local(&format!("creating {}", bundles.display()), e))?;
-    let _lock = lock(&bundles)?;
+    let _lock = lock(&bundles, wait)?;
+    sweep_staging(&bundles);
     let result = match import_locked(parts, site, &bundles, progress) {
         // Only a split bundle may still be missing its last part; a single file that ends
         // early is simply broken.
-        Err(ImportError::Truncated(reason)) if parts.len() == 1 => {
+        Err(ImportError::Truncated(reason)) if !is_split(parts) => {
             Err(ImportError::Rejected(reason))
         }
         other => other,
@@ -171,6 +217,25 @@ pub fn import(
     record(&bundles, parts, &result);
     result
 }
+
+/// Staging directories left by an import that was killed (the lock is held, so none is in
+/// use).
+fn sweep_staging(bundles: &Path) {
+    let Ok(entries) = std::fs::read_dir(bundles) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(".fleetlet-bundle-")
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Largest `oci/index.json` accepted (it is parsed whole, at every lookup).
+const MAX_INDEX_BYTES: u64 = 16 << 20;
 
 fn import_locked(
     parts: &[PathBuf],
@@ -182,7 +247,7 @@ fn import_locked(
     if keys.is_empty() {
         return Err(rejected(
             "this site trusts no key for bundles: add the operator's public key to trust.keys \
-             (and, to narrow it, trust.bundles.signers)",
+             and name it in trust.bundles.signers",
         ));
     }
     let limits = Limits {
@@ -235,21 +300,54 @@ fn import_locked(
     if staged.manifest.entry(PACK_ENTRY).is_none() {
         return Err(rejected(format!("the bundle has no {PACK_ENTRY}")));
     }
+    if let Some(index) = staged.manifest.entry("oci/index.json")
+        && index.size > MAX_INDEX_BYTES
+    {
+        return Err(rejected(format!(
+            "oci/index.json is {} bytes (at most {MAX_INDEX_BYTES})",
+            index.size
+        )));
+    }
+    // What this site follows, not what the bundle's maker chose: the policy's per-ref rules
+    // judge the release by this name.
+    let reference = format!("refs/heads/{}", site.branch);
+    if meta.reference != reference {
+        return Err(rejected(format!(
+            "the bundle publishes its release on {}; this site takes releases on {reference} \
+             (source.bundles.branch)",
+            meta.reference
+        )));
+    }
+    let host = Platform::host();
+    if Platform::parse(&meta.platform).is_none_or(|p| p.to_string() != host.to_string()) {
+        return Err(rejected(format!(
+            "the bundle carries images for {}; this site is {host}",
+            meta.platform
+        )));
+    }
 
     // Git objects into a staging repository borrowing the mirror.
     let mirror = site.state_dir.join("git");
-    let pack_bytes = std::fs::read(staged.dir().join(PACK_ENTRY))
-        .map_err(|e| local("reading the staged pack", e))?;
+    let pack_path = staged.dir().join(PACK_ENTRY);
+    let open_pack = || {
+        std::fs::File::open(&pack_path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| local("reading the staged pack", e))
+    };
     let git_stage = staged.dir().join(".git-stage");
-    pack::stage_import(&mirror, &git_stage, &pack_bytes, meta.since.as_deref())
+    pack::stage_import(&mirror, &git_stage, open_pack()?, meta.since.as_deref())
         .map_err(pack_err)?;
     let tags: Vec<(String, String)> = meta
         .tags
         .iter()
         .map(|t| (t.name.clone(), t.object.clone()))
         .collect();
-    pack::publish_import(&git_stage, &meta.reference, &meta.commit, &tags, true)
-        .map_err(pack_err)?;
+    pack::publish_import(&git_stage, &reference, &meta.commit, &tags, true).map_err(
+        |e| match e {
+            PackError::Repo { .. } => ImportError::Local(e.to_string()),
+            other => rejected(other),
+        },
+    )?;
     let mut source = GitSource::open(GitSourceConfig::new(
         "sync bundle",
         Follow::Imported,
@@ -263,7 +361,7 @@ fn import_locked(
         .clone();
 
     // The release must move the site forward from what it runs and from what was imported.
-    let applied = applied_commit(site.state_dir);
+    let applied = applied_commit(site.state_dir)?;
     let imported_before = pack::imported_commit(&mirror);
     if let Some(before) = &imported_before
         && applied.as_deref() != Some(before.as_str())
@@ -272,18 +370,20 @@ fn import_locked(
             .descends_from(&meta.commit, before)
             .map_err(|e| local("reading the mirror", e))?
     {
-        return Err(rejected(format!(
-            "the bundle carries {}, which does not descend from {}, the release imported before \
-             (an older bundle replayed?)",
-            meta.commit, before
-        )));
+        // The release imported before never ran here; moving past it sideways needs the same
+        // signed instruction as moving back from what runs.
+        let tags = source
+            .tags_at(&meta.commit)
+            .map_err(|e| local("reading the staged tags", e))?;
+        if let Err(reason) = site.policy.verify_rollback(before, &meta.commit, &tags) {
+            return Err(rejected(format!(
+                "the bundle carries {}, which does not descend from {}, the release imported \
+                 before (an older bundle replayed?); refused: {reason}",
+                meta.commit, before
+            )));
+        }
     }
-    let rollback = match &applied {
-        Some(a) if *a != meta.commit => !source
-            .descends_from(&meta.commit, a)
-            .map_err(|e| local("reading the mirror", e))?,
-        _ => false,
-    };
+    // Moving back from what runs is the preflight's to allow (a signed instruction) or refuse.
 
     // Artifacts: resolved from the staged layout, blobs found there or in the site's store.
     let staged_store = Arc::new(
@@ -304,7 +404,7 @@ fn import_locked(
             verifier: Some(site.policy),
             registry: &registry,
             store: &layered,
-            platform: Platform::parse(&meta.platform).unwrap_or_else(Platform::host),
+            platform: host,
             container_images: site.k3s,
         },
     )
@@ -326,14 +426,23 @@ fn import_locked(
     })?;
     drop(source);
 
-    // Publish: blobs (unnamed), tags (one index write), objects, then the branch.
+    // What the release needs, and nothing else, is published: the tags of its artifacts
+    // (each naming the digest it points at) and their signature material, and the blobs
+    // those reach. A signed bundle may still not retag anything else on the site.
+    let named = release_refs(&staged_store, &checked.artifacts)?;
+    let roots: std::collections::BTreeSet<fleetlet_core::Digest> =
+        named.iter().map(|(_, d)| d.digest).collect();
+    let reachable = layered_reachable(&staged_store, site.store, &roots);
+
+    // Publish: blobs (unnamed), tags (one index write), objects, then the branch. Every check
+    // is behind us; a failure from here on is the site's own (a full disk).
     let mut blobs_added = 0;
     let mut bytes_added = 0;
     for entry in &staged.manifest.entries {
         let Some(digest) = blob_digest(&entry.path) else {
             continue;
         };
-        if site.store.contains(&digest) {
+        if site.store.contains(&digest) || !reachable.contains(&digest) {
             continue;
         }
         site.store
@@ -342,33 +451,18 @@ fn import_locked(
         blobs_added += 1;
         bytes_added += entry.size;
     }
-    let mut refs = staged_store
-        .refs()
-        .map_err(|e| rejected(format!("the bundle's OCI layout: {e}")))?;
-    refs.sort_by_key(|r| r.sequence());
-    let named: Vec<(String, fleetlet_engine::registry::Descriptor)> = refs
-        .iter()
-        .filter_map(|r| {
-            Some((
-                r.name()?.to_string(),
-                fleetlet_engine::registry::Descriptor {
-                    media_type: r.media_type.clone(),
-                    digest: r.digest,
-                    size: r.size,
-                },
-            ))
-        })
-        .collect();
     site.store
         .set_refs(&named)
         .map_err(|e| local("tagging the imported artifacts", e))?;
-    pack::import_pack(&mirror, &pack_bytes, meta.since.as_deref()).map_err(pack_err)?;
-    pack::publish_import(&mirror, &meta.reference, &meta.commit, &tags, rollback)
-        .map_err(pack_err)?;
+    pack::import_pack(&mirror, open_pack()?, meta.since.as_deref())
+        .map_err(publish_err("adding the Git objects to the mirror"))?;
+    // The descent checks above decided; the mirror's own check would only repeat them.
+    pack::publish_import(&mirror, &reference, &meta.commit, &tags, true)
+        .map_err(publish_err("publishing the release in the mirror"))?;
     Ok(Imported {
-        commit: meta.commit.clone(),
-        reference: meta.reference.clone(),
-        summary: meta.summary.clone(),
+        commit: revision.commit.clone(),
+        reference,
+        summary: revision.summary.clone(),
         since: meta.since.clone(),
         bundle_signer: staged.signer.clone(),
         commit_signers: checked.commit_signers,
@@ -377,6 +471,87 @@ fn import_locked(
         blobs_added,
         bytes_added,
     })
+}
+
+/// The staged index entries a release needs: for each artifact it pinned, the entries naming
+/// that digest in its repository, and the signature material tagged for it there (cosign's
+/// `sha256-<hex>.sig`, the referrers tag `sha256-<hex>`). Each entry's name must carry the
+/// digest it points at (`registry/repo:tag@digest`), as the pull step names them.
+fn release_refs(
+    staged: &OciStore,
+    artifacts: &BTreeMap<String, Vec<Signer>>,
+) -> Result<Vec<(String, fleetlet_engine::registry::Descriptor)>, ImportError> {
+    use fleetlet_core::reference::{ArtifactRef, RegistryRef};
+    let pinned: Vec<RegistryRef> = artifacts
+        .keys()
+        .filter_map(|p| match p.parse::<ArtifactRef>() {
+            Ok(ArtifactRef::Registry(r)) if r.digest.is_some() => Some(r),
+            _ => None,
+        })
+        .collect();
+    let mut refs = staged
+        .refs()
+        .map_err(|e| rejected(format!("the bundle's OCI layout: {e}")))?;
+    refs.sort_by_key(|r| r.sequence());
+    let mut out = Vec::new();
+    for entry in refs {
+        let Some(name) = entry.name() else { continue };
+        let Ok(ArtifactRef::Registry(r)) = name.parse::<ArtifactRef>() else {
+            continue;
+        };
+        if r.digest != Some(entry.digest) {
+            return Err(rejected(format!(
+                "oci/index.json names {name} for {}, not for the digest in its name",
+                entry.digest
+            )));
+        }
+        let wanted = pinned.iter().any(|p| {
+            let d = p.digest.expect("pinned");
+            p.registry == r.registry
+                && p.repository == r.repository
+                && (entry.digest == d
+                    || r.tag.as_deref() == Some(&fleetlet_engine::trust::cosign_signature_tag(&d))
+                    || r.tag.as_deref() == Some(&fleetlet_engine::trust::referrers_tag(&d)))
+        });
+        if wanted {
+            out.push((
+                name.to_string(),
+                fleetlet_engine::registry::Descriptor {
+                    media_type: entry.media_type.clone(),
+                    digest: entry.digest,
+                    size: entry.size,
+                },
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Every digest `roots` reach, reading manifests from the staged layout or, for what a delta
+/// left out, from the site's store.
+fn layered_reachable(
+    staged: &OciStore,
+    site: &OciStore,
+    roots: &std::collections::BTreeSet<fleetlet_core::Digest>,
+) -> std::collections::BTreeSet<fleetlet_core::Digest> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<fleetlet_core::Digest> = roots.iter().copied().collect();
+    while let Some(d) = todo.pop() {
+        if !seen.insert(d) {
+            continue;
+        }
+        // Manifests are small; a layer is never read whole here.
+        let small = |store: &OciStore| {
+            store
+                .size_of(&d)
+                .filter(|n| *n <= fleetlet_engine::registry::MAX_MANIFEST_SIZE)
+                .and_then(|_| store.read(&d).ok().flatten())
+        };
+        if let Some(bytes) = small(staged).or_else(|| small(site)) {
+            todo.extend(fleetlet_store::children(&bytes));
+        }
+    }
+    seen
 }
 
 /// One line per import attempt in `bundles/imports.jsonl`: what the status file carries back.
@@ -421,9 +596,10 @@ fn record(bundles: &Path, parts: &[PathBuf], result: &Result<Imported, ImportErr
             at: crate::agent::now(),
             files,
             outcome: match e {
-                ImportError::Rejected(_) => "rejected",
+                ImportError::Rejected(_) | ImportError::MissingBase(_) => "rejected",
                 ImportError::Truncated(_) => "incomplete",
                 ImportError::Local(_) => "failed",
+                ImportError::Busy => "busy",
             }
             .into(),
             commit: None,

@@ -26,11 +26,15 @@ pub fn run(
     match meta {
         Meta::Release(release) => {
             // Verified only when asked: a full read of the bundle.
+            // The cap an import would apply (the site's, or the default): a hostile medium
+            // must not fill the temp dir while being looked at.
+            let mut cap = 64 << 30;
             let verified = match (&expected, config) {
                 (None, None) => None,
                 (Some(k), _) => Some(vec![k.clone()]),
                 (None, Some(c)) => {
                     let cfg = crate::config::AgentConfig::load(c)?;
+                    cap = super::cli::max_unpacked(&cfg);
                     let policy =
                         fleetlet_verify::policy::TrustPolicy::load(&cfg.trust, Path::new(""))?;
                     Some(policy.bundle_keys())
@@ -44,8 +48,8 @@ pub fn run(
                         BundleReader::open(
                             parts,
                             Limits {
-                                max_unpacked: u64::MAX,
-                                max_entries: usize::MAX,
+                                max_unpacked: cap,
+                                max_entries: 1_000_000,
                             },
                             &keys,
                             tmp.path(),
