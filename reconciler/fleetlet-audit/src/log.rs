@@ -1,0 +1,269 @@
+//! Writing a site's log: each outcome chained onto the head, made durable in the state store
+//! (one fsync, the only wait the reconcile loop sees), then mirrored as JSON Lines to a file
+//! for log shippers. The mirror is a copy: after a crash it may lag the store, and opening the
+//! log brings it level again.
+
+use crate::record::{Checkpoint, Entry, Event, GENESIS, Line, VERSION, canonical_without};
+use base64::Engine as _;
+use fleetlet_verify::cosign::{SigningKey, TrustedKey};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit journal: {0}")]
+    Journal(String),
+    #[error("audit log mirror {path}: {message}")]
+    Mirror { path: PathBuf, message: String },
+    #[error("the audit journal is damaged at record {index}: {message}")]
+    Damaged { index: u64, message: String },
+    #[error("signing the audit checkpoint: {0}")]
+    Sign(String),
+}
+
+/// The durable store of the log's lines, in order (the agent's state store). `append` returns
+/// only once the line is on disk.
+pub trait Journal: Send {
+    fn append(&mut self, line: &[u8]) -> Result<(), String>;
+    /// Every line, in order.
+    fn lines(&self) -> Result<Vec<Vec<u8>>, String>;
+}
+
+/// A journal in memory, for tests and tools.
+#[derive(Default)]
+pub struct MemJournal(pub Vec<Vec<u8>>);
+
+impl Journal for MemJournal {
+    fn append(&mut self, line: &[u8]) -> Result<(), String> {
+        self.0.push(line.to_vec());
+        Ok(())
+    }
+    fn lines(&self) -> Result<Vec<Vec<u8>>, String> {
+        Ok(self.0.clone())
+    }
+}
+
+pub struct AuditLog {
+    site: String,
+    journal: Box<dyn Journal>,
+    mirror: Option<(PathBuf, File)>,
+    next_seq: u64,
+    head: String,
+    /// The head the last checkpoint signed.
+    checkpointed: Option<String>,
+}
+
+impl AuditLog {
+    /// Opens the log of `site` kept in `journal`, mirrored to `mirror` when given.
+    pub fn open(
+        site: &str,
+        journal: Box<dyn Journal>,
+        mirror: Option<&Path>,
+    ) -> Result<AuditLog, AuditError> {
+        let lines = journal.lines().map_err(AuditError::Journal)?;
+        let mut log = AuditLog {
+            site: site.to_string(),
+            journal,
+            mirror: None,
+            next_seq: 1,
+            head: GENESIS.to_string(),
+            checkpointed: None,
+        };
+        for (i, bytes) in lines.iter().enumerate() {
+            let damaged = |message: String| AuditError::Damaged {
+                index: i as u64 + 1,
+                message,
+            };
+            match serde_json::from_slice::<Line>(bytes).map_err(|e| damaged(e.to_string()))? {
+                Line::Entry(e) => {
+                    log.next_seq = e.seq + 1;
+                    log.head = e.hash;
+                }
+                Line::Checkpoint(c) => log.checkpointed = Some(c.head),
+            }
+        }
+        if let Some(path) = mirror {
+            log.mirror = Some((path.to_path_buf(), sync_mirror(path, &lines)?));
+        }
+        Ok(log)
+    }
+
+    pub fn head(&self) -> &str {
+        &self.head
+    }
+
+    /// The number of entries so far.
+    pub fn len(&self) -> u64 {
+        self.next_seq - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.next_seq == 1
+    }
+
+    /// Chains `event`, stores it, mirrors it; returns the entry.
+    pub fn record(&mut self, event: Event) -> Result<Entry, AuditError> {
+        let entry = Entry::chain(&self.site, self.next_seq, &self.head, event);
+        self.write(&Line::Entry(entry.clone()))?;
+        self.next_seq += 1;
+        self.head = entry.hash.clone();
+        Ok(entry)
+    }
+
+    /// Signs the head with `key` at `time`, unless the last checkpoint already signed it.
+    pub fn checkpoint(
+        &mut self,
+        key: &SigningKey,
+        time: i64,
+    ) -> Result<Option<Checkpoint>, AuditError> {
+        if self.is_empty() || self.checkpointed.as_deref() == Some(self.head.as_str()) {
+            return Ok(None);
+        }
+        let public = key
+            .public_pem()
+            .and_then(|pem| TrustedKey::from_pem("site", pem.as_bytes()))
+            .map_err(|e| AuditError::Sign(e.to_string()))?;
+        let mut cp = Checkpoint {
+            v: VERSION,
+            seq: self.next_seq - 1,
+            head: self.head.clone(),
+            time,
+            site: self.site.clone(),
+            key: public.fingerprint(),
+            signature: String::new(),
+        };
+        let value = serde_json::to_value(Line::Checkpoint(cp.clone())).expect("serializes");
+        let signature = key
+            .sign(&canonical_without(&value, "signature"))
+            .map_err(|e| AuditError::Sign(e.to_string()))?;
+        cp.signature = base64::engine::general_purpose::STANDARD.encode(signature);
+        self.write(&Line::Checkpoint(cp.clone()))?;
+        self.checkpointed = Some(cp.head.clone());
+        Ok(Some(cp))
+    }
+
+    fn write(&mut self, line: &Line) -> Result<(), AuditError> {
+        let bytes = line.to_json();
+        self.journal.append(&bytes).map_err(AuditError::Journal)?;
+        if let Some((path, file)) = &mut self.mirror {
+            // No fsync: the journal is the durable copy, and a slow disk must not hold the
+            // reconcile loop twice. Opening the log repairs a mirror that lost lines.
+            let mut record = bytes;
+            record.push(b'\n');
+            file.write_all(&record).map_err(|e| AuditError::Mirror {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// Brings the mirror level with the journal: drops a torn last line, appends what is missing,
+/// and rewrites it whole if it disagrees with the journal (someone edited the copy).
+fn sync_mirror(path: &Path, lines: &[Vec<u8>]) -> Result<File, AuditError> {
+    let err = |e: std::io::Error| AuditError::Mirror {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut file = OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(err)?;
+    let mut have = Vec::new();
+    let mut complete_len = 0u64;
+    {
+        let mut reader = BufReader::new(&file);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            let n = reader.read_until(b'\n', &mut buf).map_err(err)?;
+            if n == 0 || buf.last() != Some(&b'\n') {
+                break;
+            }
+            complete_len += n as u64;
+            buf.pop();
+            have.push(buf.clone());
+        }
+    }
+    let agrees = have.len() <= lines.len() && have.iter().zip(lines).all(|(a, b)| a == b);
+    if !agrees {
+        file.set_len(0).map_err(err)?;
+        have.clear();
+    } else if file.metadata().map_err(err)?.len() != complete_len {
+        file.set_len(complete_len).map_err(err)?;
+    }
+    file.seek(SeekFrom::End(0)).map_err(err)?;
+    let mut missing = Vec::new();
+    for line in &lines[have.len()..] {
+        missing.extend_from_slice(line);
+        missing.push(b'\n');
+    }
+    file.write_all(&missing).map_err(err)?;
+    file.sync_data().map_err(err)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Action;
+
+    pub(crate) fn event(time: i64, commit: &str) -> Event {
+        Event {
+            time,
+            action: Action::Applied,
+            commit: Some(commit.into()),
+            reference: Some("refs/heads/main".into()),
+            from: None,
+            tags: vec![],
+            commit_signers: vec![],
+            workloads: vec![],
+            stage: None,
+            reason: None,
+            objects: vec![],
+        }
+    }
+
+    #[test]
+    fn entries_chain_and_the_mirror_catches_up_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("audit.jsonl");
+        let key = SigningKey::generate().unwrap();
+        let mut log = AuditLog::open("s1", Box::new(MemJournal::default()), Some(&mirror)).unwrap();
+        let a = log.record(event(1, "c1")).unwrap();
+        let b = log.record(event(2, "c2")).unwrap();
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(b.prev, a.hash);
+        assert!(log.checkpoint(&key, 3).unwrap().is_some());
+        assert!(log.checkpoint(&key, 4).unwrap().is_none(), "head unchanged");
+        let public = TrustedKey::from_pem("site", key.public_pem().unwrap().as_bytes()).unwrap();
+        let verified =
+            crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
+        assert_eq!(
+            (verified.entries, verified.checkpoints, verified.unanchored),
+            (2, 1, 0)
+        );
+
+        // The mirror lost its last line and half of another; the journal has all of them.
+        let journal = MemJournal(
+            std::fs::read_to_string(&mirror)
+                .unwrap()
+                .lines()
+                .map(|l| l.as_bytes().to_vec())
+                .collect(),
+        );
+        let text = std::fs::read(&mirror).unwrap();
+        std::fs::write(&mirror, &text[..text.len() * 2 / 3]).unwrap();
+        let mut log = AuditLog::open("s1", Box::new(journal), Some(&mirror)).unwrap();
+        assert_eq!(std::fs::read(&mirror).unwrap(), text);
+        let c = log.record(event(5, "c3")).unwrap();
+        assert_eq!((c.seq, c.prev.as_str()), (3, b.hash.as_str()));
+        let verified =
+            crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
+        assert_eq!((verified.entries, verified.unanchored), (3, 1));
+    }
+}

@@ -1,0 +1,285 @@
+//! The record format (version 1): what one line of a site's audit log is. The types here are
+//! the documented contract other tools read (`schemas/audit-record.schema.json`); they are
+//! filled from the engine's events at the edge, never shared with the engine's internals.
+//!
+//! A log is JSON Lines. Each line is an entry (`"type": "entry"`) or a checkpoint
+//! (`"type": "checkpoint"`). Entries form a chain: `seq` counts from 1, `prev` is the `hash` of
+//! the entry before (64 zeros for the first), and `hash` is the sha256 of the entry's
+//! canonical JSON without `hash` (object keys sorted, no whitespace). A checkpoint signs
+//! `{v, seq, head, time, site, key}` (canonical JSON, without `signature`) with the site key:
+//! whoever can edit the log afterwards cannot recompute those signatures.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest as _, Sha256};
+
+/// The format version this crate writes and reads.
+pub const VERSION: u32 = 1;
+/// `prev` of the first entry.
+pub const GENESIS: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Who signed a commit or an artifact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Signer {
+    /// `key`, `keyless`, `ssh` or `openpgp`.
+    pub kind: String,
+    /// The key's name in the site's policy, the certificate identity, or the SSH principal.
+    pub identity: String,
+    /// Fingerprint, issuer or transparency-log detail, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Artifact {
+    /// Pinned reference (`registry/repo@sha256:…`), or the repository path of a component
+    /// carried in Git.
+    pub reference: String,
+    /// `sha256:<hex>`.
+    pub digest: String,
+    #[serde(default)]
+    pub signers: Vec<Signer>,
+    /// Digests of the signature manifests it was verified with (kept in the site's store).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub material: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    pub id: String,
+    pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Action {
+    /// A release was applied and runs.
+    Applied,
+    /// A release was refused or held (verification, validation, a failed pull or prepare).
+    Rejected,
+    /// The site went back to an earlier release (`commit`) from `from`.
+    RolledBack,
+    /// Changes made on the cluster to applied objects were undone.
+    DriftCorrected,
+    /// Objects no release names any more were deleted.
+    Pruned,
+}
+
+/// One reconcile outcome, before it is chained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Unix seconds.
+    pub time: i64,
+    pub action: Action,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// RolledBack: the release left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// Annotated tags at the commit (release tags).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commit_signers: Vec<Signer>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<Workload>,
+    /// Rejected: the cycle's stage that refused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// DriftCorrected, Pruned: the objects concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<String>,
+}
+
+/// An event in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Entry {
+    /// Format version: 1.
+    pub v: u32,
+    /// 1, 2, 3, … without gaps.
+    pub seq: u64,
+    pub site: String,
+    #[serde(flatten)]
+    pub event: Event,
+    /// `hash` of the entry before; [`GENESIS`] for the first.
+    pub prev: String,
+    /// sha256 of this entry's canonical JSON without `hash`.
+    pub hash: String,
+}
+
+/// The chain head signed with the site key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    pub v: u32,
+    /// The last entry covered.
+    pub seq: u64,
+    /// That entry's hash.
+    pub head: String,
+    /// Unix seconds.
+    pub time: i64,
+    pub site: String,
+    /// Fingerprint of the site key (`SHA256:…`).
+    pub key: String,
+    /// Base64 signature over the canonical JSON of the other fields.
+    pub signature: String,
+}
+
+/// One line of a log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase")]
+#[schemars(title = "AuditRecord")]
+pub enum Line {
+    Entry(Entry),
+    Checkpoint(Checkpoint),
+}
+
+/// `value` as canonical JSON: object keys sorted, no whitespace. Written directly (no
+/// intermediate tree), as verifying a log hashes every entry.
+pub fn canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort_unstable();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k).expect("a string serializes");
+                out.push(b':');
+                canonical(&map[k], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical(item, out);
+            }
+            out.push(b']');
+        }
+        other => serde_json::to_writer(&mut *out, other).expect("a scalar serializes"),
+    }
+}
+
+/// sha256 of the canonical JSON of `value` with the field `without` left out, as `sha256:<hex>`.
+pub fn hash_without(value: &Value, without: &str) -> String {
+    let mut bytes = Vec::with_capacity(512);
+    match value {
+        Value::Object(map) if map.contains_key(without) => {
+            let mut trimmed = map.clone();
+            trimmed.remove(without);
+            canonical(&Value::Object(trimmed), &mut bytes);
+        }
+        other => canonical(other, &mut bytes),
+    }
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+}
+
+/// The canonical bytes of `value` without the field `without` (what a checkpoint signs).
+pub fn canonical_without(value: &Value, without: &str) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    match value {
+        Value::Object(map) => {
+            let mut trimmed = map.clone();
+            trimmed.remove(without);
+            canonical(&Value::Object(trimmed), &mut bytes);
+        }
+        other => canonical(other, &mut bytes),
+    }
+    bytes
+}
+
+impl Entry {
+    /// Chains `event` after `prev` as entry `seq` of `site`.
+    pub fn chain(site: &str, seq: u64, prev: &str, event: Event) -> Entry {
+        let mut entry = Entry {
+            v: VERSION,
+            seq,
+            site: site.to_string(),
+            event,
+            prev: prev.to_string(),
+            hash: String::new(),
+        };
+        entry.hash = entry.compute_hash();
+        entry
+    }
+
+    /// What `hash` must be.
+    pub fn compute_hash(&self) -> String {
+        let value = serde_json::to_value(Line::Entry(self.clone())).expect("an entry serializes");
+        hash_without(&value, "hash")
+    }
+}
+
+impl Line {
+    /// The line as written to a log (no trailing newline).
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a record serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v = json!({"b": [1, {"z": null, "a": "x\"y"}], "a": 1.5, "c": {"y": true, "x": []}});
+        let mut out = Vec::new();
+        canonical(&v, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"a":1.5,"b":[1,{"a":"x\"y","z":null}],"c":{"x":[],"y":true}}"#
+        );
+    }
+
+    #[test]
+    fn an_entry_hashes_everything_but_its_hash() {
+        let event = Event {
+            time: 1_700_000_000,
+            action: Action::Applied,
+            commit: Some("c1".into()),
+            reference: Some("refs/heads/main".into()),
+            from: None,
+            tags: vec![],
+            commit_signers: vec![],
+            workloads: vec![],
+            stage: None,
+            reason: None,
+            objects: vec![],
+        };
+        let e = Entry::chain("s1", 1, GENESIS, event.clone());
+        assert!(e.hash.starts_with("sha256:") && e.hash.len() == 71);
+        assert_eq!(e.compute_hash(), e.hash);
+        let mut edited = e.clone();
+        edited.event.commit = Some("c2".into());
+        assert_ne!(edited.compute_hash(), e.hash);
+        let mut relinked = e.clone();
+        relinked.prev = "sha256:1".into();
+        assert_ne!(relinked.compute_hash(), e.hash);
+        // The written line parses back to the same entry, and hashes the same from its JSON.
+        let line = Line::Entry(e.clone()).to_json();
+        let value: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(hash_without(&value, "hash"), e.hash);
+        assert_eq!(
+            serde_json::from_value::<Line>(value).unwrap(),
+            Line::Entry(e)
+        );
+    }
+}
