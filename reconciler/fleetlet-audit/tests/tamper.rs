@@ -84,7 +84,8 @@ fn every_kind_of_tampering_is_found_and_named() {
     assert_eq!((ok.entries, ok.checkpoints, ok.unanchored), (5, 2, 0));
 
     let edit_commit = |v: &mut Value| v["commit"] = Value::String("evil".into());
-    let mut cases: Vec<(&str, String, Box<dyn Fn(&Problem) -> bool>)> = Vec::new();
+    type Expect = Box<dyn Fn(&Problem) -> bool>;
+    let mut cases: Vec<(&str, String, Expect)> = Vec::new();
 
     let whole = text(&lines);
     cases.push((
