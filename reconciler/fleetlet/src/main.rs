@@ -2,6 +2,7 @@
 //! agent's HTTP endpoint. Errors are `anyhow` here, with context naming what was being done.
 
 mod agent;
+mod audit_cmd;
 mod bundle;
 mod cache_cmd;
 mod config;
@@ -11,6 +12,7 @@ mod metrics;
 mod oci_cmd;
 mod progress;
 mod schema;
+mod site_key;
 mod trust_cmd;
 
 use anyhow::{Context, bail};
@@ -73,6 +75,26 @@ enum CacheCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Print this site's public key as a line for the fleet's site-keys file (made at first
+    /// use).
+    SiteKey,
+    /// The entries of this site's audit log.
+    Log {
+        /// Only entries from this time on (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only entries about this release: a commit (7+ characters) or a tag.
+        #[arg(long)]
+        release: Option<String>,
+    },
+    /// Recompute the chain, check every checkpoint's signature and the journal against its
+    /// mirror, and re-verify the recorded artifact signatures from cached material (with
+    /// --config). Exit 1 naming the first bad entry.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -283,6 +305,17 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// The site's tamper-evident audit log: what ran, when, signed by whom.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[arg(long, global = true, conflicts_with = "config")]
+        state_dir: Option<PathBuf>,
+        #[arg(long, short, global = true, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(short, long, global = true, value_enum, default_value = "text")]
+        output: Output,
+    },
     /// Air-gap sync bundles: create, inspect, import; carry status back.
     Bundle {
         #[command(subcommand)]
@@ -392,6 +425,12 @@ fn main() -> ExitCode {
             output,
         ),
         Command::Bundle { command } => bundle::cli::run(command),
+        Command::Audit {
+            command,
+            state_dir,
+            config,
+            output,
+        } => audit(command, state_dir, config, output),
         Command::Schemas { out } => write_schemas(&out).map(|_| true),
     };
     match result {
@@ -662,6 +701,43 @@ fn status_cmd(
         }
     }
     Ok(status.last_error.is_none())
+}
+
+fn audit(
+    command: AuditCommand,
+    state_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<bool> {
+    let cfg = config
+        .as_deref()
+        .map(config::AgentConfig::load)
+        .transpose()?;
+    let dir = match (&state_dir, &cfg) {
+        (Some(d), _) => d.clone(),
+        (None, Some(c)) => c.state_dir.clone(),
+        (None, None) => PathBuf::from("/var/lib/fleetlet"),
+    };
+    match command {
+        AuditCommand::SiteKey => {
+            let site = cfg
+                .as_ref()
+                .map(|c| c.site.to_string())
+                .ok_or_else(|| UsageError("give --config: the site's name is in it".into()))?;
+            audit_cmd::site_key(&dir, &site, output)
+        }
+        AuditCommand::Log { since, release } => {
+            let since = since.as_deref().map(bundle::cli::parse_time).transpose()?;
+            audit_cmd::log(&dir, since, release.as_deref(), output)
+        }
+        AuditCommand::Verify => {
+            let policy = cfg
+                .as_ref()
+                .map(|c| fleetlet_verify::policy::TrustPolicy::load(&c.trust, Path::new("")))
+                .transpose()?;
+            audit_cmd::verify(&dir, policy.as_ref(), output)
+        }
+    }
 }
 
 fn write_schemas(out: &Path) -> anyhow::Result<()> {

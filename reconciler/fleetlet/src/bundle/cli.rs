@@ -66,7 +66,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<bool> {
 }
 
 /// RFC 3339 (`2026-11-27T10:00:00Z`) or Unix seconds.
-fn parse_time(text: &str) -> anyhow::Result<i64> {
+pub fn parse_time(text: &str) -> anyhow::Result<i64> {
     if let Ok(n) = text.parse::<i64>() {
         return Ok(n);
     }

@@ -3,60 +3,21 @@
 //! and the inventory of blobs it has (so the next bundle can leave them out). The technician
 //! carries it back; `fleetlet bundle inspect` reads it.
 //!
-//! The site key is made at first use under the state dir (`site.key`, `site.pub`); it is the
-//! site's identity for everything it signs.
+//! It is signed with the site key (`crate::site_key`).
 
 use super::{Meta, StatusMeta};
 use crate::{Output, print_value};
 use anyhow::{Context, anyhow, bail};
 use fleetlet_bundle::{BundleReader, BundleWriter, Limits};
 use fleetlet_store::OciStore;
-use fleetlet_verify::cosign::{SigningKey, TrustedKey};
-use std::io::Write;
+use fleetlet_verify::cosign::TrustedKey;
 use std::path::{Path, PathBuf};
 
 pub const STATUS_ENTRY: &str = "status.json";
 pub const IMPORTS_ENTRY: &str = "imports.jsonl";
 pub const INVENTORY_ENTRY: &str = "inventory.json";
-pub const SITE_KEY: &str = "site.key";
-pub const SITE_PUB: &str = "site.pub";
 /// Status files are small; anything much larger is not one.
 const MAX_STATUS_FILE: u64 = 256 << 20;
-
-/// The site's signing key, made on first use. It is kept in cosign's encrypted format with an
-/// empty passphrase: the agent must use it unattended, and the file's mode is what protects it.
-pub fn site_key(state_dir: &Path) -> anyhow::Result<SigningKey> {
-    let path = state_dir.join(SITE_KEY);
-    if let Ok(pem) = std::fs::read(&path) {
-        return SigningKey::from_encrypted_pem(&pem, b"")
-            .with_context(|| format!("opening the site key {}", path.display()));
-    }
-    std::fs::create_dir_all(state_dir)
-        .with_context(|| format!("creating {}", state_dir.display()))?;
-    let key = SigningKey::generate()?;
-    for (name, text, mode) in [
-        (SITE_PUB, key.public_pem()?, 0o644),
-        (SITE_KEY, key.private_pem(b"")?, 0o600),
-    ] {
-        let target = state_dir.join(name);
-        let mut tmp = tempfile::NamedTempFile::new_in(state_dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))?;
-        tmp.write_all(text.as_bytes())?;
-        tmp.as_file().sync_all()?;
-        // The private key last, and never over one another process made meanwhile.
-        if name == SITE_KEY {
-            tmp.persist_noclobber(&target)
-                .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
-        } else {
-            tmp.persist(&target)
-                .map_err(|e| anyhow!("writing {}: {}", target.display(), e.error))?;
-        }
-    }
-    let pem = std::fs::read(&path)?;
-    Ok(SigningKey::from_encrypted_pem(&pem, b"")?)
-}
 
 #[derive(serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,7 +35,7 @@ pub fn export(
     out: &Path,
     output: Output,
 ) -> anyhow::Result<bool> {
-    let key = site_key(state_dir)?;
+    let key = crate::site_key::load_or_create(state_dir)?;
     let status_path = state_dir.join(crate::agent::STATUS_FILE);
     let status = std::fs::read(&status_path).with_context(|| {
         format!(

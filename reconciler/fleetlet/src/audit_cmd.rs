@@ -1,0 +1,325 @@
+//! `fleetlet audit`: the site's tamper-evident record read back — its key (`site-key`), its
+//! entries (`log`), and a full check (`verify`: the chain, the checkpoints' signatures, the
+//! journal against its mirror, and the artifact signatures recorded, re-verified from the
+//! material still cached in the store).
+
+use crate::{Output, print_value};
+use anyhow::{Context, anyhow};
+use base64::Engine as _;
+use fleetlet_audit::{Action, Entry, Line};
+use fleetlet_core::reference::ArtifactRef;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+/// The JSON Lines mirror of the log, under the state dir.
+pub const AUDIT_FILE: &str = "audit.jsonl";
+
+pub fn audit_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(AUDIT_FILE)
+}
+
+/// `<site> <base64 SubjectPublicKeyInfo>`: one line of a fleet's site-keys file.
+pub fn site_key_line(site: &str, key: &fleetlet_verify::cosign::TrustedKey) -> String {
+    format!(
+        "{site} {}",
+        base64::engine::general_purpose::STANDARD.encode(&key.spki_der)
+    )
+}
+
+pub fn site_key(state_dir: &Path, site: &str, output: Output) -> anyhow::Result<bool> {
+    let key = crate::site_key::load_or_create(state_dir)?;
+    let public = key.public_pem()?;
+    let trusted = fleetlet_verify::cosign::TrustedKey::from_pem(site, public.as_bytes())?;
+    let line = site_key_line(site, &trusted);
+    match output {
+        Output::Text => println!("{line}"),
+        o => print_value(
+            &serde_json::json!({
+                "site": site,
+                "fingerprint": trusted.fingerprint(),
+                "publicKey": public,
+                "siteKeysLine": line,
+            }),
+            o,
+        )?,
+    }
+    Ok(true)
+}
+
+/// Every entry of the site's log, in order (checkpoints left out).
+fn read_entries(path: &Path) -> anyhow::Result<Vec<Entry>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Line>(line)
+            .with_context(|| format!("{}: line {}", path.display(), i + 1))?
+        {
+            Line::Entry(e) => out.push(e),
+            Line::Checkpoint(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `entry` concerns release `rev`: its commit starts with it (7+ characters), or it
+/// names it as a tag.
+pub fn names_release(entry: &Entry, rev: &str) -> bool {
+    let by_commit = rev.len() >= 7
+        && entry
+            .event
+            .commit
+            .as_deref()
+            .is_some_and(|c| c.starts_with(rev));
+    by_commit || entry.event.tags.iter().any(|t| t == rev)
+}
+
+pub fn log(
+    state_dir: &Path,
+    since: Option<i64>,
+    release: Option<&str>,
+    output: Output,
+) -> anyhow::Result<bool> {
+    let entries: Vec<Entry> = read_entries(&audit_path(state_dir))?
+        .into_iter()
+        .filter(|e| since.is_none_or(|s| e.event.time >= s))
+        .filter(|e| release.is_none_or(|r| names_release(e, r)))
+        .collect();
+    if output != Output::Text {
+        print_value(&entries, output)?;
+        return Ok(true);
+    }
+    for e in &entries {
+        let ev = &e.event;
+        let commit = ev
+            .commit
+            .as_deref()
+            .map(|c| &c[..12.min(c.len())])
+            .unwrap_or("-");
+        let action = serde_json::to_value(ev.action)?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let signers: Vec<&str> = ev
+            .commit_signers
+            .iter()
+            .map(|s| s.identity.as_str())
+            .collect();
+        println!(
+            "{:>6} {} {:<14} {commit} {}{}{}",
+            e.seq,
+            crate::agent::format_time(ev.time),
+            action,
+            if signers.is_empty() {
+                String::new()
+            } else {
+                format!("signed by {} ", signers.join(", "))
+            },
+            ev.reason
+                .as_deref()
+                .map(|r| format!("— {}", r.lines().next().unwrap_or(r)))
+                .unwrap_or_default(),
+            if ev.objects.is_empty() {
+                String::new()
+            } else {
+                format!(" [{}]", ev.objects.join(", "))
+            }
+        );
+        for w in &ev.workloads {
+            for a in &w.artifacts {
+                let by: Vec<&str> = a.signers.iter().map(|s| s.identity.as_str()).collect();
+                println!(
+                    "       {:<24} {}{}",
+                    w.id,
+                    a.digest,
+                    if by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" signed by {}", by.join(", "))
+                    }
+                );
+            }
+        }
+    }
+    Ok(true)
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VerifyReport {
+    ok: bool,
+    entries: u64,
+    checkpoints: u64,
+    /// Entries after the last signed checkpoint.
+    unanchored: u64,
+    journal: String,
+    artifacts_reverified: usize,
+    artifacts_not_cached: usize,
+    problems: Vec<String>,
+}
+
+pub fn verify(
+    state_dir: &Path,
+    policy: Option<&fleetlet_verify::policy::TrustPolicy>,
+    output: Output,
+) -> anyhow::Result<bool> {
+    let path = audit_path(state_dir);
+    let key = crate::site_key::public(state_dir)?;
+    let mut problems = Vec::new();
+    let mut report = VerifyReport {
+        ok: false,
+        entries: 0,
+        checkpoints: 0,
+        unanchored: 0,
+        journal: String::new(),
+        artifacts_reverified: 0,
+        artifacts_not_cached: 0,
+        problems: vec![],
+    };
+    if key.is_none() {
+        problems.push(format!(
+            "no site key in {}: checkpoints cannot be checked",
+            state_dir.display()
+        ));
+    }
+    let mut applied: Vec<Entry> = Vec::new();
+    match std::fs::File::open(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+        Ok(file) => {
+            match fleetlet_audit::verify_with(BufReader::new(file), key.as_ref(), |e| {
+                if e.event.action == Action::Applied {
+                    applied.push(e.clone());
+                }
+            }) {
+                Ok(v) => {
+                    report.entries = v.entries;
+                    report.checkpoints = v.checkpoints;
+                    report.unanchored = v.unanchored;
+                }
+                Err(p) => problems.push(format!("{}: {p}", path.display())),
+            }
+        }
+    }
+    // The journal in the state store is the durable copy: the mirror must be a prefix of it
+    // and agree line for line. A running agent holds the store: then only the mirror is read.
+    report.journal = match fleetlet_state::SledStateStore::open(&state_dir.join("db")) {
+        Err(_) => "not checked (the state store is in use by the running agent)".into(),
+        Ok(store) => {
+            use fleetlet_audit::Journal;
+            let journal = store
+                .audit_journal()
+                .and_then(|j| j.lines().map_err(fleetlet_engine::ports::StateError))
+                .map_err(|e| anyhow!("{e}"))?;
+            let mirror = std::fs::read(&path).unwrap_or_default();
+            let mirror: Vec<&[u8]> = mirror
+                .split(|b| *b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
+            match journal
+                .iter()
+                .zip(&mirror)
+                .position(|(a, b)| a.as_slice() != *b)
+            {
+                Some(i) => {
+                    problems.push(format!(
+                        "{}: line {} differs from the journal in the state store",
+                        path.display(),
+                        i + 1
+                    ));
+                    "differs".into()
+                }
+                None if mirror.len() > journal.len() => {
+                    problems.push(format!(
+                        "{}: {} line(s) after line {} are not in the journal",
+                        path.display(),
+                        mirror.len() - journal.len(),
+                        journal.len()
+                    ));
+                    "differs".into()
+                }
+                None => format!("agrees ({} line(s))", journal.len()),
+            }
+        }
+    };
+    // Artifact signatures recorded, re-verified from the material still in the store.
+    if let Some(policy) = policy {
+        let store = fleetlet_store::OciStore::open(&state_dir.join("oci"))
+            .context("opening the artifact store")?;
+        for e in &applied {
+            for w in &e.event.workloads {
+                for a in &w.artifacts {
+                    if a.material.is_empty() {
+                        continue;
+                    }
+                    let Ok(ArtifactRef::Registry(pinned)) = a.reference.parse::<ArtifactRef>()
+                    else {
+                        continue;
+                    };
+                    let material: Vec<fleetlet_core::Digest> =
+                        a.material.iter().filter_map(|d| d.parse().ok()).collect();
+                    if material.iter().any(|d| !store.contains(d)) {
+                        report.artifacts_not_cached += 1;
+                        continue;
+                    }
+                    let verdict =
+                        fleetlet_engine::artifacts::load_signature_manifests(&store, &material)
+                            .and_then(|m| policy.verify(&pinned, &m));
+                    match verdict {
+                        Ok(signers) => {
+                            report.artifacts_reverified += 1;
+                            let now: Vec<&str> =
+                                signers.iter().map(|s| s.identity.as_str()).collect();
+                            if let Some(missing) = a
+                                .signers
+                                .iter()
+                                .find(|s| !now.contains(&s.identity.as_str()))
+                            {
+                                problems.push(format!(
+                                    "entry {}: {} of {}: recorded as signed by {}, which its cached signatures no longer show",
+                                    e.seq, a.reference, w.id, missing.identity
+                                ));
+                            }
+                        }
+                        Err(reason) => problems.push(format!(
+                            "entry {}: {} of {}: re-verifying its recorded signatures: {reason}",
+                            e.seq, a.reference, w.id
+                        )),
+                    }
+                }
+            }
+        }
+    }
+    report.ok = problems.is_empty() || (problems.len() == 1 && key.is_none());
+    report.problems = problems;
+    match output {
+        Output::Text => {
+            println!(
+                "audit log {}: {} entries, {} checkpoint(s), {} after the last checkpoint",
+                path.display(),
+                report.entries,
+                report.checkpoints,
+                report.unanchored
+            );
+            println!("journal: {}", report.journal);
+            if policy.is_some() {
+                println!(
+                    "artifact signatures: {} re-verified, {} no longer cached",
+                    report.artifacts_reverified, report.artifacts_not_cached
+                );
+            }
+            for p in &report.problems {
+                println!("PROBLEM: {p}");
+            }
+            println!("{}", if report.ok { "ok" } else { "FAILED" });
+        }
+        o => print_value(&report, o)?,
+    }
+    Ok(report.ok)
+}
