@@ -4,6 +4,7 @@ mod testkit;
 
 mod agent;
 mod artifacts;
+mod audit;
 mod bundle;
 mod bundle_corpus;
 mod cli;

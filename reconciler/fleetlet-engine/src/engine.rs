@@ -20,12 +20,17 @@
 //! port in use, disk) is tried again every cycle; an invalid commit is not redone until the ref
 //! moves. New commits must descend from the applied one (the source refuses rewritten history).
 //!
+//! Each outcome that changes what runs, or refuses to, is also recorded as an audit event
+//! ([`crate::audit`]): a release applied, a commit refused (once per distinct failure), a return
+//! to the previous release, drift undone, objects pruned. The agent drains them each cycle.
+//!
 //! Guarantees: nothing from a commit that fails steps 1–6 runs; a failure in step 7 returns to
 //! the previous release; the state record names only what was really applied. Assumption: one
 //! engine per state dir (the state store locks it).
 
 use crate::artifacts::{Platform, pull, wasm_layer};
 use crate::artifacts::{fetch_signatures, load_signature_manifests};
+use crate::audit::{AuditAction, AuditEvent, AuditWorkload};
 use crate::cluster::{Cluster, ClusterError};
 use crate::k3s;
 use crate::ports::{Revision, Source, StateStore, WorkloadRuntime};
@@ -105,6 +110,25 @@ where
     /// Whether the inventories recorded on the cluster have been read (once per start, so a
     /// reinstalled agent prunes what an earlier one applied).
     inventories_read: bool,
+    /// Audit events of the cycles so far, until the agent takes them.
+    audit: Vec<AuditEvent>,
+    /// Events from outside a cycle (`restore`): the engine reads no clock, so they are stamped
+    /// with the `now` of the next cycle.
+    audit_unstamped: Vec<AuditEvent>,
+    /// The `now` of the cycle running, if one is.
+    cycle_now: Option<i64>,
+    /// The last refusal reported, as (commit, stage, message): a commit retried every cycle is
+    /// reported again only when it fails differently.
+    last_rejected: Option<RejectionKey>,
+    /// Set by `converge` when a failed apply was undone: whether returning to the previous
+    /// release (or, for a first release, to nothing) worked.
+    undone: Option<bool>,
+}
+
+type RejectionKey = (Option<String>, Stage, String);
+
+fn rejection_key(e: &CycleError) -> RejectionKey {
+    (e.commit.clone(), e.stage, e.message.clone())
 }
 
 /// Default seconds between drift checks (a server-side dry run per object).
@@ -178,9 +202,10 @@ where
             version: STATE_VERSION,
             ..Default::default()
         });
-        // A restart is when trust roots and policy change: what was refused gets another look.
+        // A restart is when trust roots and policy change: what was refused gets another look
+        // (but is not reported again if it fails the same way).
         let mut state = state;
-        state.refused = None;
+        let last_rejected = state.refused.take().as_ref().map(rejection_key);
         if state.version > STATE_VERSION {
             return Err(crate::ports::StateError(format!(
                 "state record has version {}, this agent understands up to {STATE_VERSION}",
@@ -206,6 +231,11 @@ where
             last_drift_check: i64::MIN / 2,
             inventories_read: false,
             k3s_unavailable: None,
+            audit: Vec::new(),
+            audit_unstamped: Vec::new(),
+            cycle_now: None,
+            last_rejected,
+            undone: None,
         })
     }
 
@@ -264,6 +294,57 @@ where
         Status::build(&self.site, &self.state, &self.runtime.observe())
     }
 
+    /// The audit events of the cycles since the last call, oldest first (see [`crate::audit`]).
+    /// Events of `restore` come with the first cycle after it.
+    pub fn take_audit_events(&mut self) -> Vec<AuditEvent> {
+        std::mem::take(&mut self.audit)
+    }
+
+    /// Records an audit event: stamped with the cycle's `now`, or kept for the next cycle when
+    /// none runs.
+    fn emit(&mut self, event: AuditEvent) {
+        match self.cycle_now {
+            Some(now) => {
+                let event = self.stamp(event, now);
+                self.audit.push(event);
+            }
+            None => self.audit_unstamped.push(event),
+        }
+    }
+
+    /// Sets the event's time and, when it names a commit, the tags at that commit (read from the
+    /// source's local mirror; a failure leaves them out — the tags are a convenience for
+    /// searching, the commit is what counts).
+    fn stamp(&self, mut event: AuditEvent, now: i64) -> AuditEvent {
+        event.at = now;
+        if event.tags.is_empty()
+            && let Some(commit) = &event.commit
+        {
+            let mut tags: Vec<String> = self
+                .source
+                .tags_at(commit)
+                .map(|t| t.into_iter().map(|t| t.name).collect())
+                .unwrap_or_default();
+            tags.sort();
+            tags.dedup();
+            event.tags = tags;
+        }
+        event
+    }
+
+    /// The ref `commit` was followed on, if the record knows it.
+    fn reference_of(&self, commit: &str) -> Option<String> {
+        [
+            self.state.applied.as_ref().map(|a| &a.revision),
+            self.state.last_known_good.as_ref().map(|a| &a.revision),
+            self.state.last_seen.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|r| r.commit == commit)
+        .map(|r| r.reference.clone())
+    }
+
     /// Brings back what ran before a restart, from the state record and the blob store alone (no
     /// network). Ensures: the applied release runs, or — if it cannot start — the last-known-good.
     pub fn restore(&mut self) -> Result<usize, CycleError> {
@@ -299,6 +380,12 @@ where
                     return Err(e);
                 }
                 let n = self.converge(&lkg.desired, None)?;
+                self.emit(AuditEvent {
+                    from: Some(applied.revision.commit.clone()),
+                    stage: Some(e.stage),
+                    reason: Some(e.message.clone()),
+                    ..AuditEvent::of_release(0, AuditAction::RolledBack, &lkg)
+                });
                 self.state.applied = Some(lkg);
                 self.save();
                 Ok(n)
@@ -326,6 +413,11 @@ where
 
     /// One cycle. `now` is Unix seconds (the engine reads no clock itself, so tests control time).
     pub fn reconcile(&mut self, now: i64) -> CycleOutcome {
+        self.cycle_now = Some(now);
+        for event in std::mem::take(&mut self.audit_unstamped) {
+            let event = self.stamp(event, now);
+            self.audit.push(event);
+        }
         let outcome = self.follow_source(now);
         // Whatever the source said, what should run keeps running (a crashed start is retried,
         // even offline), and a release that has stayed healthy becomes last-known-good.
@@ -342,6 +434,7 @@ where
             _ => {}
         }
         self.save();
+        self.cycle_now = None;
         outcome
     }
 
@@ -389,6 +482,7 @@ where
         if applied.as_deref() == Some(rev.commit.as_str()) && !partial && self.blocked.is_none() {
             self.state.refused = None;
             self.state.last_error = None;
+            self.last_rejected = None;
             return CycleOutcome::Unchanged;
         }
         if let Some(r) = &self.state.refused
@@ -402,10 +496,14 @@ where
                 stage: r.stage,
             };
         }
-        match self.release(&rev, now) {
+        self.undone = None;
+        let released = self.release(&rev, now);
+        let undone = self.undone.take();
+        match released {
             Ok(changes) => {
                 self.blocked = None;
                 self.state.refused = None;
+                self.last_rejected = None;
                 self.state.last_error = self.held_error(now);
                 if changes == 0 && applied.as_deref() == Some(rev.commit.as_str()) {
                     return CycleOutcome::Unchanged;
@@ -421,6 +519,7 @@ where
                 for d in &e.details {
                     warn!(commit = %rev.commit, "  {d}");
                 }
+                self.audit_rejection(&rev, &e, undone == Some(true));
                 self.state.refused = Some(e.clone());
                 self.state.last_error = Some(e);
                 CycleOutcome::Rejected {
@@ -429,6 +528,39 @@ where
                 }
             }
         }
+    }
+
+    /// Reports a refused commit — once per distinct failure, as a retryable one is retried every
+    /// cycle — and, when its apply had begun and was undone, the return to what runs now. A
+    /// source that could not be read refuses nothing: it is not reported.
+    fn audit_rejection(&mut self, rev: &Revision, e: &CycleError, undone: bool) {
+        if e.stage == Stage::Source && e.retryable {
+            return;
+        }
+        let key = rejection_key(e);
+        if self.last_rejected.as_ref() == Some(&key) {
+            return;
+        }
+        self.last_rejected = Some(key);
+        if undone {
+            let back = match &self.state.applied {
+                Some(a) => AuditEvent::of_release(0, AuditAction::RolledBack, a),
+                None => AuditEvent::new(0, AuditAction::RolledBack),
+            };
+            self.emit(AuditEvent {
+                from: Some(rev.commit.clone()),
+                stage: Some(e.stage),
+                reason: Some(e.message.clone()),
+                ..back
+            });
+        }
+        self.emit(AuditEvent {
+            commit: Some(rev.commit.clone()),
+            reference: Some(rev.reference.clone()),
+            stage: Some(e.stage),
+            reason: Some(e.message.clone()),
+            ..AuditEvent::new(0, AuditAction::Rejected)
+        });
     }
 
     /// Steps 2–8 for one revision.
@@ -621,16 +753,38 @@ where
                 e
             })?;
 
+        // The same commit is released again while workloads of it are held (or after it was
+        // blocked at start): reported only when that changed something.
+        let again = self.blocked.is_none()
+            && self.state.applied.as_ref().is_some_and(|a| {
+                a.revision.commit == rev.commit && a.desired == desired && a.held == held
+            });
         // Last-known-good is promoted by `heal`, once the release has been seen healthy in a
         // later cycle, not at the instant it started.
-        self.state.applied = Some(AppliedRelease {
+        let release = AppliedRelease {
             revision: rev.clone(),
             desired,
             applied_at: now,
             commit_signers,
             artifacts,
             held,
-        });
+        };
+        if !again {
+            let mut event = AuditEvent::of_release(now, AuditAction::Applied, &release);
+            if !release.held.is_empty() {
+                event.reason = Some(format!(
+                    "held back at their previous version (failed verification): {}",
+                    release
+                        .held
+                        .iter()
+                        .map(|(id, why)| format!("{id}: {why}"))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+            self.emit(event);
+        }
+        self.state.applied = Some(release);
         info!(commit = %rev.commit, summary = %rev.summary, changes, "release applied");
         self.record_roots_and_collect(&rev.commit);
         Ok(changes)
@@ -760,6 +914,7 @@ where
                         .try_for_each(|s: &String| self.runtime.stop(s))
                         .map_err(|e| mk(Stage::Apply, e.to_string(), vec![], true)),
                 };
+                self.undone = Some(undo.is_ok());
                 if let Err(u) = undo {
                     warn!(error = %u.message, "returning to the previous state failed too");
                     err.details.push(format!(
@@ -774,17 +929,19 @@ where
             }
             changes += 1;
         }
-        match self.apply_k3s(k3s_plans) {
+        match self.apply_k3s(k3s_plans, &desired.revision) {
             Ok(n) => changes += n,
             Err(mut err) => {
-                if let Some(prev) = previous
-                    && let Err(u) = self.converge(prev, None)
-                {
-                    warn!(error = %u.message, "returning to the previous state failed too");
-                    err.details.push(format!(
-                        "returning to the previous state failed: {}",
-                        u.message
-                    ));
+                if let Some(prev) = previous {
+                    let undo = self.converge(prev, None);
+                    self.undone = Some(undo.is_ok());
+                    if let Err(u) = undo {
+                        warn!(error = %u.message, "returning to the previous state failed too");
+                        err.details.push(format!(
+                            "returning to the previous state failed: {}",
+                            u.message
+                        ));
+                    }
                 }
                 return Err(err);
             }
@@ -881,8 +1038,29 @@ where
 
     /// Applies each app's objects, then prunes what its inventory no longer lists; records the
     /// new inventories. On a failure the inventory keeps old and new entries, so returning to
-    /// the previous release prunes what this attempt created.
-    fn apply_k3s(&mut self, plans: Vec<K3sPlan>) -> CycleResult<usize> {
+    /// the previous release prunes what this attempt created. What was pruned is reported
+    /// (per app, for the release at `revision`), also when a later step failed.
+    fn apply_k3s(&mut self, plans: Vec<K3sPlan>, revision: &str) -> CycleResult<usize> {
+        let mut pruned = Vec::new();
+        let result = self.apply_k3s_plans(plans, &mut pruned);
+        for (app, objects) in pruned {
+            self.emit(AuditEvent {
+                commit: Some(revision.to_string()),
+                reference: self.reference_of(revision),
+                reason: Some(format!("app {app}: no longer in the release")),
+                objects,
+                ..AuditEvent::new(0, AuditAction::Pruned)
+            });
+        }
+        result
+    }
+
+    /// [`Self::apply_k3s`]'s requests; notes in `pruned` what each app's prune deleted.
+    fn apply_k3s_plans(
+        &mut self,
+        plans: Vec<K3sPlan>,
+        pruned_by_app: &mut Vec<(String, Vec<String>)>,
+    ) -> CycleResult<usize> {
         let Some(cluster) = self.cluster.as_deref() else {
             return Ok(0);
         };
@@ -912,6 +1090,12 @@ where
             }
             for r in &pruned {
                 info!(app = %p.app, object = %r, "pruned");
+            }
+            if !pruned.is_empty() {
+                pruned_by_app.push((
+                    p.app.clone(),
+                    pruned.iter().map(|r| r.to_string()).collect(),
+                ));
             }
             changes += applied.sent + pruned.len();
             // The cluster's copy of the inventory changes only when the inventory does.
@@ -1307,10 +1491,12 @@ where
             return;
         }
         self.last_drift_check = now;
-        for w in applied.desired.workloads.values() {
+        // What was undone, reported once the check ends (also when it ends early).
+        let mut corrected: Vec<(String, String, String)> = Vec::new();
+        'check: for w in applied.desired.workloads.values() {
             let Some(spec) = &w.k3s else { continue };
             let Ok(objects) = k3s::app_objects(cluster, &w.app, spec.objects.iter()) else {
-                return;
+                break 'check;
             };
             let live = self.k3s_live.get(&w.app);
             for o in &objects {
@@ -1332,7 +1518,7 @@ where
                         .collect(),
                     Err(e) => {
                         warn!(object = %r, error = %e, "drift check failed");
-                        return;
+                        break 'check;
                     }
                 };
                 if changed.is_empty() {
@@ -1353,6 +1539,7 @@ where
                         Ok(_) => {
                             record.corrected += 1;
                             info!(workload = %w.id(), object = %r, fields = %changed.join(", "), "drift corrected");
+                            corrected.push((w.id(), r.to_string(), changed.join(", ")));
                         }
                         Err(e) => {
                             warn!(workload = %w.id(), object = %r, error = %e, "correcting drift failed")
@@ -1363,6 +1550,31 @@ where
                 }
             }
         }
+        if corrected.is_empty() {
+            return;
+        }
+        let mut workloads: Vec<String> = corrected.iter().map(|(id, _, _)| id.clone()).collect();
+        workloads.dedup();
+        self.emit(AuditEvent {
+            commit: Some(applied.revision.commit.clone()),
+            reference: Some(applied.revision.reference.clone()),
+            workloads: workloads
+                .into_iter()
+                .map(|id| AuditWorkload {
+                    id,
+                    artifacts: vec![],
+                })
+                .collect(),
+            reason: Some(
+                corrected
+                    .iter()
+                    .map(|(_, object, fields)| format!("{object}: {fields}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+            objects: corrected.into_iter().map(|(_, object, _)| object).collect(),
+            ..AuditEvent::new(now, AuditAction::DriftCorrected)
+        });
     }
 
     /// Judges the applied release's k3s workloads: one that failed, or is not Ready within its
@@ -1422,6 +1634,12 @@ where
                 warn!(commit = %applied.revision.commit, to = %lkg.revision.commit, error = %err.message, "unhealthy release: returning to the last-known-good");
                 match self.converge(&lkg.desired, Some(&applied.desired)) {
                     Ok(_) => {
+                        self.emit(AuditEvent {
+                            from: Some(applied.revision.commit.clone()),
+                            stage: Some(Stage::Health),
+                            reason: Some(err.message.clone()),
+                            ..AuditEvent::of_release(now, AuditAction::RolledBack, &lkg)
+                        });
                         err.message = format!(
                             "{}; rolled back to the last-known-good {}",
                             err.message,

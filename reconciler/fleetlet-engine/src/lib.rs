@@ -3,6 +3,7 @@
 //! no adapter by name.
 
 pub mod artifacts;
+pub mod audit;
 pub mod cluster;
 pub mod engine;
 pub mod k3s;
@@ -13,6 +14,7 @@ pub mod registry;
 pub mod status;
 pub mod trust;
 
+pub use audit::{AuditAction, AuditArtifact, AuditEvent, AuditWorkload};
 pub use engine::{CycleOutcome, Engine};
 pub use record::{AgentState, AppliedRelease, CycleError, Stage, WorkloadRecord};
 pub use status::{Status, WorkloadStatus};

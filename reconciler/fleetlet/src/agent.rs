@@ -149,6 +149,17 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
 
     let store = SledStateStore::open(&state_dir.join("db"))
         .context("opening the state store (is another agent running on this state dir?)")?;
+    // The audit log: its journal beside the state record, its JSON Lines mirror for shippers,
+    // its checkpoints signed with the site key (made now if this is the first start).
+    let site_key = crate::site_key::load_or_create(&state_dir).context("loading the site key")?;
+    let mut audit = fleetlet_audit::AuditLog::open(
+        &cfg.site.to_string(),
+        Box::new(store.audit_journal().context("opening the audit journal")?),
+        Some(&crate::audit_cmd::audit_path(&state_dir)),
+    )
+    .context("opening the audit log")?;
+    let checkpoint_every = cfg.audit.checkpoint_interval.as_duration();
+    let mut last_checkpoint = Instant::now();
     let blobs =
         Arc::new(OciStore::open(&state_dir.join("oci")).context("opening the artifact store")?);
     let mut host_config = WasmHostConfig::new(
@@ -297,6 +308,17 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
+        for event in engine.take_audit_events() {
+            if let Err(e) = audit.record(audit_event(event)) {
+                warn!(error = %e, "recording an outcome in the audit log");
+            }
+        }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            last_checkpoint = Instant::now();
+            if let Err(e) = audit.checkpoint(&site_key, now()) {
+                warn!(error = %e, "signing an audit checkpoint");
+            }
+        }
         let status = publish(&engine, &shared, &state_dir);
         shared
             .metrics
@@ -314,6 +336,10 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
     }
 
+    // Whatever happened since the last checkpoint is signed before the agent goes.
+    if let Err(e) = audit.checkpoint(&site_key, now()) {
+        warn!(error = %e, "signing the audit checkpoint at shutdown");
+    }
     info!("shutting down: draining workloads (a second signal exits at once)");
     shared.ready.store(false, Ordering::SeqCst);
     let ids: Vec<String> = engine.runtime().observe().into_keys().collect();
@@ -333,6 +359,59 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     rt.shutdown_timeout(Duration::from_secs(5));
     info!("stopped");
     Ok(())
+}
+
+/// The engine's account of an outcome in the audit log's documented format.
+fn audit_event(e: fleetlet_engine::audit::AuditEvent) -> fleetlet_audit::Event {
+    use fleetlet_audit::{Action, Artifact, Event, Signer, Workload};
+    use fleetlet_engine::audit::AuditAction;
+    let signer = |s: fleetlet_engine::trust::Signer| Signer {
+        kind: serde_json::to_value(s.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+        identity: s.identity,
+        detail: s.detail,
+    };
+    Event {
+        time: e.at,
+        action: match e.action {
+            AuditAction::Applied => Action::Applied,
+            AuditAction::Rejected => Action::Rejected,
+            AuditAction::RolledBack => Action::RolledBack,
+            AuditAction::DriftCorrected => Action::DriftCorrected,
+            AuditAction::Pruned => Action::Pruned,
+        },
+        commit: e.commit,
+        reference: e.reference,
+        from: e.from,
+        tags: e.tags,
+        commit_signers: e.commit_signers.into_iter().map(signer).collect(),
+        workloads: e
+            .workloads
+            .into_iter()
+            .map(|w| Workload {
+                id: w.id,
+                artifacts: w
+                    .artifacts
+                    .into_iter()
+                    .map(|a| Artifact {
+                        reference: a.reference,
+                        digest: a.digest.to_string(),
+                        signers: a.signers.into_iter().map(signer).collect(),
+                        material: a.material.iter().map(|d| d.to_string()).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        stage: e.stage.and_then(|s| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+        }),
+        reason: e.reason,
+        objects: e.objects,
+    }
 }
 
 /// Imports every complete bundle in the inbox, then files it under done/ or rejected/.

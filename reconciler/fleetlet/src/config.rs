@@ -29,6 +29,8 @@ pub struct AgentConfig {
     #[serde(default)]
     pub runtimes: RuntimesConfig,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
     pub listen: ListenConfig,
     /// Trust roots and policy. By default commits and artifacts must be signed, so a config
     /// without trust roots must say `require: none` explicitly to run unsigned releases.
@@ -143,6 +145,27 @@ impl SourceConfig {
             (None, None) => default_interval().as_duration(),
         }
     }
+}
+
+/// The site's audit log (`stateDir/audit.jsonl`, its journal in the state store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditConfig {
+    /// How often the chain head is signed with the site key (default 1h; also at shutdown).
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_interval: DurationSpec,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_interval: default_checkpoint(),
+        }
+    }
+}
+
+fn default_checkpoint() -> DurationSpec {
+    DurationSpec(3_600_000)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -25,6 +25,10 @@ pub fn all() -> Vec<(&'static str, String)> {
             "bundle-import-record.schema.json",
             render(schema_for!(crate::bundle::import::ImportRecord)),
         ),
+        (
+            "audit-record.schema.json",
+            render(schema_for!(fleetlet_audit::Line)),
+        ),
     ]
 }
 

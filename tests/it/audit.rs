@@ -1,0 +1,142 @@
+//! The audit log of a real agent: every outcome chained and mirrored as JSON Lines, a signed
+//! checkpoint at shutdown, `fleetlet audit log|verify|site-key` reading it back, and an edit
+//! of the file found and named.
+
+use crate::testkit::agent::{Agent, fleetlet, http_app, site_yaml, write_config};
+use crate::testkit::components::{free_port, probe_http};
+use crate::testkit::git::TestRepo;
+use serde_json::Value;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+fn applied(commit: &str) -> impl Fn(&Value) -> bool + '_ {
+    move |s| s["appliedCommit"].as_str() == Some(commit)
+}
+
+#[test]
+fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
+    let repo = TestRepo::new().unwrap();
+    repo.commit_files(
+        &[(
+            "components/probe.wasm",
+            &std::fs::read(probe_http()).unwrap(),
+        )],
+        "component",
+    )
+    .unwrap();
+    let port = free_port();
+    let site = site_yaml("store-1", "wasm");
+    let c1 = repo
+        .commit_files(
+            &[
+                ("sites/s.yaml", site.as_bytes()),
+                (
+                    "apps/a.yaml",
+                    http_app("shop", "web", port, "one", "").as_bytes(),
+                ),
+            ],
+            "release one",
+        )
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "200ms", "");
+    let config_s = config.to_str().unwrap();
+    let agent = Agent::start(&config);
+    agent.wait_status(T, "release one", applied(&c1));
+
+    // An invalid commit, retried for several cycles: recorded once.
+    let bad = repo
+        .commit_files(
+            &[("apps/a.yaml", b"kind: App\nspec: [".as_slice())],
+            "broken",
+        )
+        .unwrap();
+    agent.wait_status(T, "broken commit refused", |s| {
+        s["lastError"]["commit"].as_str() == Some(bad.as_str())
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let c3 = repo
+        .commit_files(
+            &[(
+                "apps/a.yaml",
+                http_app("shop", "web", port, "three", "").as_bytes(),
+            )],
+            "release three",
+        )
+        .unwrap();
+    agent.wait_status(T, "release three", applied(&c3));
+    assert!(agent.terminate().success());
+
+    let (code, out, err) = fleetlet(&["audit", "log", "--config", config_s, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let actions: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap(),
+                e["commit"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("applied", c1.as_str()),
+            ("rejected", bad.as_str()),
+            ("applied", c3.as_str())
+        ],
+        "{out}"
+    );
+    assert_eq!(entries[0]["seq"], 1);
+    assert_eq!(entries[1]["prev"], entries[0]["hash"]);
+    assert_eq!(entries[0]["site"], "store-1");
+    assert_eq!(entries[1]["stage"], "validate", "{out}");
+    let artifact = &entries[0]["workloads"][0]["artifacts"][0];
+    assert!(
+        artifact["digest"].as_str().unwrap().starts_with("sha256:"),
+        "{out}"
+    );
+    // By release (a commit prefix).
+    let (_, only, _) = fleetlet(&[
+        "audit",
+        "log",
+        "--config",
+        config_s,
+        "--release",
+        &c3[..10],
+        "-o",
+        "json",
+    ]);
+    let only: Vec<Value> = serde_json::from_str(&only).unwrap();
+    assert_eq!(only.len(), 1);
+
+    // Intact: the chain, the checkpoint signed at shutdown, the journal.
+    let (code, out, err) = fleetlet(&["audit", "verify", "--config", config_s, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["entries"], 3, "{report:#}");
+    assert!(report["checkpoints"].as_u64().unwrap() >= 1, "{report:#}");
+    assert_eq!(report["unanchored"], 0, "{report:#}");
+    assert!(
+        report["journal"].as_str().unwrap().starts_with("agrees"),
+        "{report:#}"
+    );
+
+    // The site key, as a line for the fleet's site-keys file.
+    let (code, line, _) = fleetlet(&["audit", "site-key", "--config", config_s]);
+    assert_eq!(code, 0);
+    assert!(line.starts_with("store-1 MF"), "{line}");
+
+    // Someone edits the mirror: the rejected entry now claims another reason.
+    let path = work.path().join("state/audit.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("\"action\":\"rejected\"", "\"action\":\"applied\"", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&path, edited).unwrap();
+    let (code, out, _) = fleetlet(&["audit", "verify", "--config", config_s]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("line 2: entry 2 was edited"), "{out}");
+    assert!(out.contains("line 2 differs from the journal"), "{out}");
+}
