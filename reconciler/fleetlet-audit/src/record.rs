@@ -135,7 +135,15 @@ pub struct Checkpoint {
     pub signature: String,
 }
 
-/// One line of a log.
+/// One line of a fleetlet site's audit log (JSON Lines, format version 1): an entry of the
+/// hash chain, or a checkpoint signing its head. Entries: `seq` counts from 1 without gaps;
+/// `prev` is the `hash` of the entry before (`sha256:` and 64 zeros for the first); `hash` is
+/// `sha256:<hex>` of the entry's canonical JSON (object keys sorted, no whitespace, the
+/// `type` field included) without `hash`. Checkpoints: `signature` is base64 of the site
+/// key's ECDSA P-256 (DER) or Ed25519 signature over the canonical JSON of the checkpoint
+/// without `signature`; `key` is the key's fingerprint (`SHA256:` and the first 16 hex digits
+/// of the sha256 of its SubjectPublicKeyInfo); `head` is the hash of entry `seq`, the entry
+/// just before it in the log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 #[schemars(title = "AuditRecord")]
