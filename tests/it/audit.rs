@@ -129,6 +129,63 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
     assert_eq!(code, 0);
     assert!(line.starts_with("store-1 MF"), "{line}");
 
+    // The export carried to the auditor, and the fleet-wide report over it.
+    let exports = work.path().join("exports");
+    std::fs::create_dir(&exports).unwrap();
+    let export = exports.join("store-1.audit");
+    let (code, out, err) = fleetlet(&[
+        "audit",
+        "export",
+        "--config",
+        config_s,
+        "--out",
+        export.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let keys = work.path().join("site-keys");
+    std::fs::write(
+        &keys,
+        format!("{line}\nstore-9 {}\n", line.split_once(' ').unwrap().1),
+    )
+    .unwrap();
+    let (code, out, err) = fleetlet(&[
+        "audit",
+        "report",
+        "--release",
+        &c1[..9],
+        "--exports",
+        exports.to_str().unwrap(),
+        "--site-keys",
+        keys.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    let report: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    let sites = report["sites"].as_array().unwrap();
+    let one = sites.iter().find(|s| s["site"] == "store-1").unwrap();
+    assert_eq!(one["status"], "ran", "{report:#}");
+    assert_eq!(one["runs"][0]["commit"], c1.as_str(), "{report:#}");
+    assert!(one["runs"][0]["to"].is_i64(), "{report:#}");
+    let nine = sites.iter().find(|s| s["site"] == "store-9").unwrap();
+    assert_ne!(nine["status"], "ran", "{report:#}");
+    assert_eq!(code, 1, "store-9 was never heard from: {report:#}");
+    let (_, html, _) = fleetlet(&[
+        "audit",
+        "report",
+        "--release",
+        &c3[..9],
+        "--exports",
+        exports.to_str().unwrap(),
+        "--site-keys",
+        keys.to_str().unwrap(),
+        "--format",
+        "html",
+    ]);
+    assert!(
+        html.contains("<table") && html.contains("store-1"),
+        "{html}"
+    );
+
     // Someone edits the mirror: the rejected entry now claims another reason.
     let path = work.path().join("state/audit.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();

@@ -3,10 +3,15 @@
 //! signature against the site key. The first problem stops the pass and names the line and
 //! the entry: a log is either intact up to its last line or it is not.
 
-use crate::record::{Checkpoint, Entry, GENESIS, Line, canonical_without, hash_without};
+use crate::rawcanon::Stacks;
+use crate::record::{
+    Checkpoint, Entry, GENESIS, Line, canonical_without, digest_without, entry_from_slice,
+    format_hash, line_from_value,
+};
 use base64::Engine as _;
 use fleetlet_verify::cosign::TrustedKey;
 use serde_json::Value;
+use sha2::{Digest as _, Sha256};
 use std::io::BufRead;
 
 /// What an intact log holds.
@@ -106,6 +111,9 @@ pub fn verify_with(
     let mut last_seq = 0u64;
     let mut line_no = 0u64;
     let mut buf = Vec::with_capacity(1024);
+    // The canonical bytes of the entry being hashed, reused from line to line.
+    let mut canonical = Vec::with_capacity(1024);
+    let mut stacks = Stacks::default();
     loop {
         buf.clear();
         let n = reader
@@ -127,9 +135,11 @@ pub fn verify_with(
         if text.is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_slice(text).map_err(|e| truncated(e.to_string()))?;
-        let record: Line =
-            serde_json::from_value(value.clone()).map_err(|e| truncated(e.to_string()))?;
+        let Parsed {
+            record,
+            hashed,
+            signed,
+        } = parse(text, key.is_some(), &mut canonical, &mut stacks).map_err(truncated)?;
         let site = match &record {
             Line::Entry(e) => &e.site,
             Line::Checkpoint(c) => &c.site,
@@ -161,13 +171,13 @@ pub fn verify_with(
                         found: entry.seq,
                     });
                 }
-                let computed = hash_without(&value, "hash");
-                if computed != entry.hash {
+                let computed = hashed.expect("hashed above");
+                if !hash_is(&entry.hash, &computed) {
                     return Err(Problem::Edited {
                         line: line_no,
                         seq: entry.seq,
                         claimed: entry.hash,
-                        computed,
+                        computed: format_hash(&computed),
                     });
                 }
                 if entry.prev != out.head {
@@ -211,7 +221,8 @@ pub fn verify_with(
                     let signature = base64::engine::general_purpose::STANDARD
                         .decode(&cp.signature)
                         .map_err(|e| forged(format!("signature is not base64: {e}")))?;
-                    if !k.verifies(&signature, &canonical_without(&value, "signature")) {
+                    let message = signed.as_deref().unwrap_or_default();
+                    if !k.verifies(&signature, message) {
                         return Err(forged(
                             "the signature does not verify with the site key".into(),
                         ));
@@ -225,4 +236,192 @@ pub fn verify_with(
         }
     }
     Ok(out)
+}
+
+/// A line's record, with what must be checked about it.
+struct Parsed {
+    record: Line,
+    /// Entries: the sha256 of the canonical JSON without `hash`.
+    hashed: Option<[u8; 32]>,
+    /// Checkpoints, when a key is given: the canonical JSON without `signature`.
+    signed: Option<Vec<u8>>,
+}
+
+/// Parses one line. Most take the fast way (canonical JSON from the bytes, the record parsed
+/// straight into its type); a line outside its subset, or one that fails there, takes the
+/// exact way through `Value`, which also words the errors.
+fn parse(
+    text: &[u8],
+    want_signed: bool,
+    scratch: &mut Vec<u8>,
+    stacks: &mut Stacks,
+) -> Result<Parsed, String> {
+    scratch.clear();
+    match crate::rawcanon::canonical_into(text, b"hash", scratch, stacks) {
+        Some(b"entry") => {
+            if let Ok(entry) = entry_from_slice(text) {
+                return Ok(Parsed {
+                    record: Line::Entry(entry),
+                    hashed: Some(Sha256::digest(&scratch[..]).into()),
+                    signed: None,
+                });
+            }
+        }
+        Some(b"checkpoint") => {
+            if let Ok(cp) = serde_json::from_slice::<Checkpoint>(text) {
+                let signed = if want_signed {
+                    scratch.clear();
+                    crate::rawcanon::canonical_into(text, b"signature", scratch, stacks)
+                        .map(|_| Some(scratch.clone()))
+                } else {
+                    Some(None)
+                };
+                if let Some(signed) = signed {
+                    return Ok(Parsed {
+                        record: Line::Checkpoint(cp),
+                        hashed: None,
+                        signed,
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    // Parsed once; what is hashed or signed is taken from the tree before the record is moved
+    // out of it.
+    let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let (hashed, signed) = match value.get("type").and_then(Value::as_str) {
+        Some("entry") => (Some(digest_without(&value, "hash", scratch)), None),
+        Some("checkpoint") if want_signed => (None, Some(canonical_without(&value, "signature"))),
+        _ => (None, None),
+    };
+    let record = line_from_value(value).map_err(|e| e.to_string())?;
+    Ok(Parsed {
+        record,
+        hashed,
+        signed,
+    })
+}
+
+/// Whether `text` is `sha256:<hex>` of `digest` (lower-case hex, as written).
+fn hash_is(text: &str, digest: &[u8; 32]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let Some(hex) = text.strip_prefix("sha256:") else {
+        return false;
+    };
+    hex.len() == 64
+        && hex.as_bytes().chunks_exact(2).zip(digest).all(|(pair, b)| {
+            pair[0] == HEX[usize::from(b >> 4)] && pair[1] == HEX[usize::from(b & 15)]
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Action, Event};
+    use crate::{AuditLog, MemJournal};
+    use fleetlet_verify::cosign::SigningKey;
+
+    fn event(time: i64, action: Action, reason: Option<&str>) -> Event {
+        Event {
+            time,
+            action,
+            commit: Some("c0ffee".into()),
+            reference: Some("refs/heads/main".into()),
+            from: None,
+            tags: vec!["v1".into()],
+            commit_signers: vec![],
+            workloads: vec![],
+            stage: None,
+            reason: reason.map(String::from),
+            objects: vec![],
+        }
+    }
+
+    type Checked = (Line, Option<[u8; 32]>, Option<Vec<u8>>);
+
+    /// The exact way alone, to compare the fast one with.
+    fn exact(text: &[u8]) -> Result<Checked, String> {
+        let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let (hashed, signed) = match value.get("type").and_then(Value::as_str) {
+            Some("entry") => (Some(digest_without(&value, "hash", &mut Vec::new())), None),
+            Some("checkpoint") => (None, Some(canonical_without(&value, "signature"))),
+            _ => (None, None),
+        };
+        Ok((
+            line_from_value(value).map_err(|e| e.to_string())?,
+            hashed,
+            signed,
+        ))
+    }
+
+    #[test]
+    fn the_fast_way_and_the_exact_way_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let mirror = dir.path().join("audit.jsonl");
+        let key = SigningKey::generate().unwrap();
+        let public = TrustedKey::from_pem("s", key.public_pem().unwrap().as_bytes()).unwrap();
+        let mut log = AuditLog::open("s1", Box::new(MemJournal::default()), Some(&mirror)).unwrap();
+        log.record(event(1, Action::Applied, None)).unwrap();
+        // Escapes: this line takes the exact way.
+        log.record(event(
+            2,
+            Action::Rejected,
+            Some("a \"quote\",\na newline, \\ and ünï ✓"),
+        ))
+        .unwrap();
+        log.record(event(3, Action::Applied, Some("plain ünïcödé ✓")))
+            .unwrap();
+        log.checkpoint(&key, 4).unwrap();
+        let text = std::fs::read_to_string(&mirror).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(verify(text.as_bytes(), Some(&public)).unwrap().entries, 3);
+
+        // Rewritten by another tool: keys in another order, spaces. Still the same entry.
+        let mut v: Value = serde_json::from_str(&lines[0]).unwrap();
+        let sorted = serde_json::to_string(&v).unwrap();
+        lines[0] = sorted.replace("\":", "\" : ").replace(",\"", " ,\"");
+        let relaid: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        assert_eq!(verify(relaid.as_bytes(), Some(&public)).unwrap().entries, 3);
+
+        let mut corpus: Vec<String> = lines.clone();
+        v["unknown"] = serde_json::json!({"x": [1.5, -0, "\u{e9}", null]});
+        corpus.push(serde_json::to_string(&v).unwrap());
+        corpus.push(lines[0].replace("\"seq\" : 1", "\"seq\" : 1.0"));
+        corpus.push(lines[0].replace("\"v\" : 1", "\"v\" : 1, \"v\" : 1"));
+        corpus.push(lines[0].replace("\"type\" : \"entry\"", "\"type\" : \"other\""));
+        corpus.push(lines[0].replace("\"type\" : \"entry\" ,", ""));
+        corpus.push(lines[0].replace("\"tags\" : [\"v1\"]", "\"tags\" : 5"));
+        corpus.push(lines[0][..lines[0].len() - 1].to_string());
+        for line in &corpus {
+            let fast = parse(
+                line.as_bytes(),
+                true,
+                &mut Vec::new(),
+                &mut Stacks::default(),
+            )
+            .map(|p| (p.record, p.hashed, p.signed));
+            let want = exact(line.as_bytes());
+            assert_eq!(fast.is_ok(), want.is_ok(), "{line}");
+            if let (Ok(fast), Ok(want)) = (fast, want) {
+                assert_eq!(fast, want, "{line}");
+            }
+        }
+
+        // Edits are found whichever way the line takes.
+        for (i, from, to) in [
+            (1, "quote", "QUOTE"),
+            (2, "plain", "PLAIN"),
+            (0, "v1", "v2"),
+        ] {
+            let mut edited = lines.clone();
+            edited[i] = edited[i].replace(from, to);
+            let edited: String = edited.iter().map(|l| format!("{l}\n")).collect();
+            match verify(edited.as_bytes(), Some(&public)) {
+                Err(Problem::Edited { line, .. }) => assert_eq!(line, i as u64 + 1),
+                other => panic!("line {}: {other:?}", i + 1),
+            }
+        }
+    }
 }

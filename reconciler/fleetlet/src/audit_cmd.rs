@@ -5,7 +5,6 @@
 
 use crate::{Output, print_value};
 use anyhow::{Context, anyhow};
-use base64::Engine as _;
 use fleetlet_audit::{Action, Entry, Line};
 use fleetlet_core::reference::ArtifactRef;
 use std::io::BufReader;
@@ -18,19 +17,11 @@ pub fn audit_path(state_dir: &Path) -> PathBuf {
     state_dir.join(AUDIT_FILE)
 }
 
-/// `<site> <base64 SubjectPublicKeyInfo>`: one line of a fleet's site-keys file.
-pub fn site_key_line(site: &str, key: &fleetlet_verify::cosign::TrustedKey) -> String {
-    format!(
-        "{site} {}",
-        base64::engine::general_purpose::STANDARD.encode(&key.spki_der)
-    )
-}
-
 pub fn site_key(state_dir: &Path, site: &str, output: Output) -> anyhow::Result<bool> {
     let key = crate::site_key::load_or_create(state_dir)?;
     let public = key.public_pem()?;
     let trusted = fleetlet_verify::cosign::TrustedKey::from_pem(site, public.as_bytes())?;
-    let line = site_key_line(site, &trusted);
+    let line = fleetlet_audit::site_key_line(site, &trusted);
     match output {
         Output::Text => println!("{line}"),
         o => print_value(
@@ -322,4 +313,42 @@ pub fn verify(
         o => print_value(&report, o)?,
     }
     Ok(report.ok)
+}
+
+pub fn export(state_dir: &Path, site: &str, out: &Path, output: Output) -> anyhow::Result<bool> {
+    let key = crate::site_key::load_or_create(state_dir)?;
+    let summary =
+        fleetlet_audit::export(&audit_path(state_dir), site, &key, crate::agent::now(), out)
+            .with_context(|| format!("exporting the audit log of {site}"))?;
+    match output {
+        Output::Text => println!(
+            "audit log of {site}: {} entries, {} checkpoint(s) written to {}, signed by site key {}",
+            summary.entries,
+            summary.checkpoints,
+            out.display(),
+            summary.key
+        ),
+        o => print_value(&summary, o)?,
+    }
+    Ok(true)
+}
+
+pub fn report(
+    release: &str,
+    exports: &Path,
+    site_keys: &Path,
+    format: crate::ReportFormat,
+) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(site_keys)
+        .with_context(|| format!("reading {}", site_keys.display()))?;
+    let keys = fleetlet_audit::SiteKeys::parse(&text)
+        .map_err(|e| crate::UsageError(format!("{}: {e}", site_keys.display())))?;
+    let report = fleetlet_audit::report(release, exports, &keys);
+    match format {
+        crate::ReportFormat::Text => print!("{}", report.to_text()),
+        crate::ReportFormat::Html => print!("{}", report.to_html()),
+        crate::ReportFormat::Json => print_value(&report, Output::Json)?,
+        crate::ReportFormat::Yaml => print_value(&report, Output::Yaml)?,
+    }
+    Ok(report.problems.is_empty())
 }
