@@ -335,13 +335,11 @@ pub(crate) fn open_from_head(
         max_unpacked: MAX_EXPORT_BYTES,
         max_entries: 1,
     };
-    let bundle =
-        BundleReader::open(parts, limits, std::slice::from_ref(listed), scratch).map_err(|e| {
-            match e {
-                BundleError::UntrustedSigner { fingerprint } => wrong_key(fingerprint),
-                other => container(other),
-            }
-        })?;
+    let bundle = BundleReader::open_scratch(parts, limits, std::slice::from_ref(listed), scratch)
+        .map_err(|e| match e {
+        BundleError::UntrustedSigner { fingerprint } => wrong_key(fingerprint),
+        other => container(other),
+    })?;
     // The head read first chose the key; the signed one must say the same (the file may have
     // been replaced in between).
     let signed = parse_meta(&path, &bundle.manifest.meta)?;

@@ -95,7 +95,29 @@ impl BundleReader {
             .tempdir_in(staging_parent)
             .map_err(|e| BundleError::io(staging_parent, e))?;
         // On error `staging` is dropped here, which removes it and whatever was written.
-        let (manifest, signer) = extract(&parts, limits, trusted, staging.path(), progress)?;
+        let (manifest, signer) = extract(&parts, limits, trusted, staging.path(), progress, true)?;
+        Ok(VerifiedBundle {
+            staging,
+            manifest,
+            signer,
+        })
+    }
+
+    /// [`open`](Self::open) for a bundle only read and thrown away (a report over many
+    /// audit exports, an inspection): every check is the same, but nothing is fsynced, as
+    /// nothing extracted is kept past the returned value.
+    pub fn open_scratch(
+        parts: &[PathBuf],
+        limits: Limits,
+        trusted: &[TrustedKey],
+        staging_parent: &Path,
+    ) -> Result<VerifiedBundle, BundleError> {
+        let parts = parts::order(parts)?;
+        let staging = tempfile::Builder::new()
+            .prefix(".fleetlet-bundle-")
+            .tempdir_in(staging_parent)
+            .map_err(|e| BundleError::io(staging_parent, e))?;
+        let (manifest, signer) = extract(&parts, limits, trusted, staging.path(), None, false)?;
         Ok(VerifiedBundle {
             staging,
             manifest,
@@ -353,6 +375,7 @@ fn extract(
     trusted: &[TrustedKey],
     staging: &Path,
     progress: Option<Arc<AtomicU64>>,
+    durable: bool,
 ) -> Result<(Manifest, String), BundleError> {
     let mut stream = Stream::open(parts, limits.max_unpacked, progress)?;
     let state = stream.state.clone();
@@ -388,7 +411,7 @@ fn extract(
             pool_tx.send(vec![0u8; BUF]).expect("receiver is alive");
         }
         let hasher = scope.spawn(move || hash_worker(hash_rx, pool_tx));
-        let syncer = scope.spawn(move || sync_worker(sync_rx));
+        let syncer = scope.spawn(move || sync_worker(sync_rx, durable));
         let stages = Stages {
             hash: hash_tx,
             pool: pool_rx,
@@ -422,8 +445,10 @@ fn extract(
         }
     }
 
-    for dir in &dirs {
-        crate::sync_dir(dir)?;
+    if durable {
+        for dir in &dirs {
+            crate::sync_dir(dir)?;
+        }
     }
     Ok((manifest, signer))
 }
@@ -485,10 +510,10 @@ fn hash_worker(
 }
 
 /// Fsyncs finished files while later ones are being written.
-fn sync_worker(files: mpsc::Receiver<(PathBuf, File)>) -> Result<(), BundleError> {
+fn sync_worker(files: mpsc::Receiver<(PathBuf, File)>, durable: bool) -> Result<(), BundleError> {
     let mut result = Ok(());
     while let Ok((path, file)) = files.recv() {
-        if result.is_ok() {
+        if durable && result.is_ok() {
             result = file.sync_all().map_err(|e| BundleError::io(path, e));
         }
     }

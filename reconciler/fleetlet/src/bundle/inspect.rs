@@ -45,7 +45,7 @@ pub fn run(
                 Some(keys) => {
                     let tmp = tempfile::tempdir()?;
                     Some(
-                        BundleReader::open(
+                        BundleReader::open_scratch(
                             parts,
                             Limits {
                                 max_unpacked: cap,

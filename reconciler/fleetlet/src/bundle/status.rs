@@ -117,7 +117,7 @@ pub fn open_status(parts: &[PathBuf], expected: Option<&TrustedKey>) -> anyhow::
         );
     }
     let tmp = std::env::temp_dir();
-    let dir = BundleReader::open(
+    let dir = BundleReader::open_scratch(
         parts,
         Limits {
             max_unpacked: MAX_STATUS_FILE,
