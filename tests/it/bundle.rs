@@ -408,6 +408,16 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
         ["imported", "rejected", "imported", "rejected"],
         "{back:#}"
     );
+    // The audit records of the period travel with it: both releases applied, each with who
+    // signed the commit and the artifact.
+    let applied_commits: Vec<&str> = back["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["type"] == "entry" && l["action"] == "applied")
+        .map(|l| l["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(applied_commits, [c1.as_str(), c2.as_str()], "{back:#}");
     assert!(agent.terminate().success());
 }
 

@@ -291,6 +291,46 @@ fn signed_artifacts_run_unsigned_ones_are_held_until_signed() {
     let s = agent.wait_status(T, "error cleared", |s| s["lastError"].is_null());
     assert_eq!(s["appliedCommit"].as_str(), Some(c2.as_str()));
     assert!(agent.terminate().success());
+
+    // The audit log recorded who signed each artifact, and those signatures re-verify from
+    // the material cached in the store.
+    let config_s = config.to_str().unwrap();
+    let (code, out, err) = fleetlet(&["audit", "log", "--config", config_s, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let entries: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["applied", "rejected", "applied"], "{out}");
+    let artifact = &entries[2]["workloads"][0]["artifacts"][0];
+    assert_eq!(artifact["reference"], pinned_v2.as_str(), "{out}");
+    assert_eq!(artifact["signers"][0]["identity"], "ops", "{out}");
+    assert!(
+        entries[1]["reason"].as_str().unwrap().contains("unsigned"),
+        "{out}"
+    );
+    let (code, out, err) = fleetlet(&["audit", "verify", "--config", config_s, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["artifactsReverified"], 2, "{report:#}");
+    // With the site's store stripped of that material, nothing can be re-verified: said so,
+    // not failed.
+    for d in artifact["material"].as_array().unwrap() {
+        let hex = d.as_str().unwrap().trim_start_matches("sha256:");
+        std::fs::remove_file(agent_state(&config).join("oci/blobs/sha256").join(hex)).unwrap();
+    }
+    let (code, out, _) = fleetlet(&["audit", "verify", "--config", config_s, "-o", "json"]);
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (code, report["artifactsNotCached"].as_u64()),
+        (0, Some(1)),
+        "{report:#}"
+    );
+}
+
+fn agent_state(config: &Path) -> PathBuf {
+    config.parent().unwrap().join("state")
 }
 
 #[test]

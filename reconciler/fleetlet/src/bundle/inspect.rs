@@ -137,9 +137,15 @@ pub fn run(
                     .lines()
                     .filter_map(|l| serde_json::from_str(l).ok())
                     .collect();
+            let audit: Vec<fleetlet_audit::Line> =
+                String::from_utf8_lossy(&read(super::status::AUDIT_ENTRY))
+                    .lines()
+                    .filter_map(|l| serde_json::from_str(l).ok())
+                    .collect();
             if output != Output::Text {
                 print_value(
                     &serde_json::json!({
+                        "audit": audit,
                         "type": "status",
                         "site": file.meta.site,
                         "createdAt": file.meta.created_at,
@@ -177,6 +183,15 @@ pub fn run(
                     println!("  workload:  {} {}", w.id, w.state);
                 }
             }
+            let entries = audit
+                .iter()
+                .filter(|l| matches!(l, fleetlet_audit::Line::Entry(_)))
+                .count();
+            println!(
+                "  audit:     {entries} entr{} and {} checkpoint(s) in this period",
+                if entries == 1 { "y" } else { "ies" },
+                audit.len() - entries
+            );
             for r in &records {
                 println!(
                     "  import:    {} {} {}{}",

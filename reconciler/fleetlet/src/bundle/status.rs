@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 pub const STATUS_ENTRY: &str = "status.json";
 pub const IMPORTS_ENTRY: &str = "imports.jsonl";
 pub const INVENTORY_ENTRY: &str = "inventory.json";
+pub const AUDIT_ENTRY: &str = "audit.jsonl";
 /// Status files are small; anything much larger is not one.
 const MAX_STATUS_FILE: u64 = 256 << 20;
 
@@ -71,15 +72,21 @@ pub fn export(
     writer.add_file(STATUS_ENTRY, &status[..])?;
     writer.add_file(IMPORTS_ENTRY, &jsonl[..])?;
     writer.add_file(INVENTORY_ENTRY, &serde_json::to_vec(&inventory)?[..])?;
+    // The audit log's records of the same period (entries and checkpoints, verbatim: each
+    // entry still carries its hash and its link; `fleetlet audit export` carries the whole
+    // chain).
+    let audit = audit_since(state_dir, since)?;
+    writer.add_file(AUDIT_ENTRY, &audit.1[..])?;
     let files = writer
         .finish(&key, out, None)
         .with_context(|| format!("writing {}", out.display()))?;
     let fingerprint = TrustedKey::from_pem("site", key.public_pem()?.as_bytes())?.fingerprint();
     match output {
         Output::Text => println!(
-            "status of site {site} written to {} ({} import record(s), {} blob(s) in the inventory), signed by site key {fingerprint}",
+            "status of site {site} written to {} ({} import record(s), {} audit record(s), {} blob(s) in the inventory), signed by site key {fingerprint}",
             out.display(),
             records.len(),
+            audit.0,
             inventory.blobs.len()
         ),
         o => print_value(
@@ -88,6 +95,32 @@ pub fn export(
         )?,
     }
     Ok(true)
+}
+
+/// The audit log's lines at or after `since`: (count, JSON Lines bytes).
+fn audit_since(state_dir: &Path, since: Option<i64>) -> anyhow::Result<(usize, Vec<u8>)> {
+    let path = crate::audit_cmd::audit_path(state_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, vec![])),
+        Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+    };
+    let mut out = Vec::new();
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let time = match serde_json::from_str::<fleetlet_audit::Line>(line) {
+            Ok(fleetlet_audit::Line::Entry(e)) => e.event.time,
+            Ok(fleetlet_audit::Line::Checkpoint(c)) => c.time,
+            // A torn last line (the agent is writing): left for the next export.
+            Err(_) => continue,
+        };
+        if since.is_none_or(|s| time >= s) {
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+            n += 1;
+        }
+    }
+    Ok((n, out))
 }
 
 /// A status file opened and checked against the key it carries (and, when given, against the
