@@ -186,8 +186,47 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
         "{html}"
     );
 
-    // Someone edits the mirror: the rejected entry now claims another reason.
+    // Lines cut from the end of the mirror (the agent stopped): the journal still has them.
     let path = work.path().join("state/audit.jsonl");
+    let full = std::fs::read_to_string(&path).unwrap();
+    let first_two: String = full.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, first_two).unwrap();
+    let (code, out, _) = fleetlet(&["audit", "verify", "--config", config_s]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("removed from the mirror"), "{out}");
+    std::fs::write(&path, &full).unwrap();
+
+    // The site key lost: the agent refuses to start rather than sign on with a new key.
+    let key = work.path().join("state/site.key");
+    let kept = work.path().join("site.key.kept");
+    std::fs::rename(&key, &kept).unwrap();
+    let mut child = std::process::Command::new(crate::testkit::agent::fleetlet_bin())
+        .args(["agent", "--config", config_s])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the agent started without its site key");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(
+        !status.success() && stderr.contains("site.key is missing"),
+        "{stderr}"
+    );
+    assert!(!key.exists(), "no new key was made");
+    std::fs::rename(&kept, &key).unwrap();
+
+    // Someone edits the mirror: the rejected entry now claims another reason.
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = text.replacen("\"action\":\"rejected\"", "\"action\":\"applied\"", 1);
     assert_ne!(edited, text);

@@ -52,6 +52,12 @@ pub struct AuditLog {
     head: String,
     /// The head the last checkpoint signed.
     checkpointed: Option<String>,
+    /// Whether any checkpoint was ever signed (its key must then stay the site's).
+    signed_before: bool,
+    /// The commit of the last `applied` entry.
+    last_applied: Option<String>,
+    /// A mirror write failed: the mirror is rebuilt from the journal before the next write.
+    mirror_dirty: bool,
 }
 
 impl AuditLog {
@@ -69,6 +75,9 @@ impl AuditLog {
             next_seq: 1,
             head: GENESIS.to_string(),
             checkpointed: None,
+            signed_before: false,
+            last_applied: None,
+            mirror_dirty: false,
         };
         for (i, bytes) in lines.iter().enumerate() {
             let damaged = |message: String| AuditError::Damaged {
@@ -79,8 +88,14 @@ impl AuditLog {
                 Line::Entry(e) => {
                     log.next_seq = e.seq + 1;
                     log.head = e.hash;
+                    if e.event.action == crate::record::Action::Applied {
+                        log.last_applied = e.event.commit;
+                    }
                 }
-                Line::Checkpoint(c) => log.checkpointed = Some(c.head),
+                Line::Checkpoint(c) => {
+                    log.checkpointed = Some(c.head);
+                    log.signed_before = true;
+                }
             }
         }
         if let Some(path) = mirror {
@@ -91,6 +106,17 @@ impl AuditLog {
 
     pub fn head(&self) -> &str {
         &self.head
+    }
+
+    /// Whether checkpoints were signed before: a missing site key is then a lost identity,
+    /// not a first start.
+    pub fn has_checkpoints(&self) -> bool {
+        self.signed_before
+    }
+
+    /// The commit the last `applied` entry names.
+    pub fn last_applied(&self) -> Option<&str> {
+        self.last_applied.as_deref()
     }
 
     /// The number of entries so far.
@@ -105,10 +131,17 @@ impl AuditLog {
     /// Chains `event`, stores it, mirrors it; returns the entry.
     pub fn record(&mut self, event: Event) -> Result<Entry, AuditError> {
         let entry = Entry::chain(&self.site, self.next_seq, &self.head, event);
-        self.write(&Line::Entry(entry.clone()))?;
+        let applied = (entry.event.action == crate::record::Action::Applied)
+            .then(|| entry.event.commit.clone())
+            .flatten();
+        // Once in the journal the entry is part of the chain, whatever the mirror does.
+        let mirrored = self.write(&Line::Entry(entry.clone()))?;
         self.next_seq += 1;
         self.head = entry.hash.clone();
-        Ok(entry)
+        if applied.is_some() {
+            self.last_applied = applied;
+        }
+        mirrored.map(|()| entry)
     }
 
     /// Signs the head with `key` at `time`, unless the last checkpoint already signed it.
@@ -138,30 +171,50 @@ impl AuditLog {
             .sign(&canonical_without(&value, "signature"))
             .map_err(|e| AuditError::Sign(e.to_string()))?;
         cp.signature = base64::engine::general_purpose::STANDARD.encode(signature);
-        self.write(&Line::Checkpoint(cp.clone()))?;
+        let mirrored = self.write(&Line::Checkpoint(cp.clone()))?;
         self.checkpointed = Some(cp.head.clone());
-        Ok(Some(cp))
+        self.signed_before = true;
+        mirrored.map(|()| Some(cp))
     }
 
-    fn write(&mut self, line: &Line) -> Result<(), AuditError> {
+    /// Appends to the journal (the outer error: nothing was recorded), then to the mirror
+    /// (the inner error: recorded, only the copy for shippers lags; it is rebuilt from the
+    /// journal before the next write).
+    fn write(&mut self, line: &Line) -> Result<Result<(), AuditError>, AuditError> {
         let bytes = line.to_json();
         self.journal.append(&bytes).map_err(AuditError::Journal)?;
-        if let Some((path, file)) = &mut self.mirror {
-            // No fsync: the journal is the durable copy, and a slow disk must not hold the
-            // reconcile loop twice. Opening the log repairs a mirror that lost lines.
-            let mut record = bytes;
-            record.push(b'\n');
-            file.write_all(&record).map_err(|e| AuditError::Mirror {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+        let Some((path, file)) = &mut self.mirror else {
+            return Ok(Ok(()));
+        };
+        let path = path.clone();
+        if self.mirror_dirty {
+            let lines = self.journal.lines().map_err(AuditError::Journal)?;
+            return Ok(match sync_mirror(&path, &lines) {
+                Ok(f) => {
+                    *file = f;
+                    self.mirror_dirty = false;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            });
         }
-        Ok(())
+        // No fsync: the journal is the durable copy, and a slow disk must not hold the
+        // reconcile loop twice. Opening the log repairs a mirror that lost lines.
+        let mut record = bytes;
+        record.push(b'\n');
+        Ok(file.write_all(&record).map_err(|e| {
+            self.mirror_dirty = true;
+            AuditError::Mirror {
+                path,
+                message: e.to_string(),
+            }
+        }))
     }
 }
 
 /// Brings the mirror level with the journal: drops a torn last line, appends what is missing,
-/// and rewrites it whole if it disagrees with the journal (someone edited the copy).
+/// and rewrites it whole if it disagrees with the journal (someone edited the copy, or the
+/// journal was restored from an older backup) — keeping the old copy beside it as evidence.
 fn sync_mirror(path: &Path, lines: &[Vec<u8>]) -> Result<File, AuditError> {
     let err = |e: std::io::Error| AuditError::Mirror {
         path: path.to_path_buf(),
@@ -191,6 +244,8 @@ fn sync_mirror(path: &Path, lines: &[Vec<u8>]) -> Result<File, AuditError> {
     }
     let agrees = have.len() <= lines.len() && have.iter().zip(lines).all(|(a, b)| a == b);
     if !agrees {
+        let kept = path.with_extension(format!("jsonl.conflict-{}", std::process::id()));
+        std::fs::copy(path, &kept).map_err(err)?;
         file.set_len(0).map_err(err)?;
         have.clear();
     } else if file.metadata().map_err(err)?.len() != complete_len {
@@ -265,5 +320,31 @@ mod tests {
         let verified =
             crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
         assert_eq!((verified.entries, verified.unanchored), (3, 1));
+        assert_eq!(log.last_applied(), Some("c3"));
+        assert!(log.has_checkpoints());
+
+        // A mirror that disagrees with the journal is rebuilt, and the old copy kept as
+        // evidence.
+        let journal = MemJournal(
+            std::fs::read_to_string(&mirror)
+                .unwrap()
+                .lines()
+                .map(|l| l.as_bytes().to_vec())
+                .collect(),
+        );
+        let good = std::fs::read(&mirror).unwrap();
+        let edited = String::from_utf8(good.clone())
+            .unwrap()
+            .replacen("c1", "cX", 1);
+        std::fs::write(&mirror, &edited).unwrap();
+        AuditLog::open("s1", Box::new(journal), Some(&mirror)).unwrap();
+        assert_eq!(std::fs::read(&mirror).unwrap(), good);
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".conflict-"))
+            .collect();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(std::fs::read_to_string(kept[0].path()).unwrap(), edited);
     }
 }

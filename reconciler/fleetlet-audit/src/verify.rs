@@ -165,6 +165,14 @@ pub fn verify_with(
                     });
                 }
                 if entry.seq != last_seq + 1 {
+                    // Missing here: removed, or moved further down (reordered)?
+                    if later_has_seq(&mut reader, last_seq + 1) {
+                        return Err(Problem::Reordered {
+                            line: line_no,
+                            last: last_seq,
+                            found: entry.seq,
+                        });
+                    }
                     return Err(Problem::Removed {
                         line: line_no,
                         last: last_seq,
@@ -422,6 +430,30 @@ mod tests {
                 Err(Problem::Edited { line, .. }) => assert_eq!(line, i as u64 + 1),
                 other => panic!("line {}: {other:?}", i + 1),
             }
+        }
+    }
+}
+
+/// Whether an entry numbered `seq` comes later in the log (read to its end).
+fn later_has_seq(reader: &mut impl BufRead, seq: u64) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        #[serde(rename = "type")]
+        kind: String,
+        seq: u64,
+    }
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if let Ok(line) = serde_json::from_slice::<Seq>(buf.trim_ascii_end())
+            && line.kind == "entry"
+            && line.seq == seq
+        {
+            return true;
         }
     }
 }

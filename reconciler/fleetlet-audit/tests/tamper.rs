@@ -161,7 +161,7 @@ fn every_kind_of_tampering_is_found_and_named() {
         Box::new(|p| {
             matches!(
                 p,
-                Problem::Removed {
+                Problem::Reordered {
                     line: 5,
                     last: 3,
                     found: 5

@@ -151,13 +151,23 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         .context("opening the state store (is another agent running on this state dir?)")?;
     // The audit log: its journal beside the state record, its JSON Lines mirror for shippers,
     // its checkpoints signed with the site key (made now if this is the first start).
-    let site_key = crate::site_key::load_or_create(&state_dir).context("loading the site key")?;
     let mut audit = fleetlet_audit::AuditLog::open(
         &cfg.site.to_string(),
         Box::new(store.audit_journal().context("opening the audit journal")?),
         Some(&crate::audit_cmd::audit_path(&state_dir)),
     )
     .context("opening the audit log")?;
+    // A log signed before with a key that is now gone: making a new one would hide that (and
+    // every later check would fail at the first old checkpoint). A human decides.
+    if audit.has_checkpoints() && !state_dir.join(crate::site_key::SITE_KEY).exists() {
+        anyhow::bail!(
+            "the audit log in {} has checkpoints signed by the site key, but {} is missing: \
+             restore it from a backup (or move the log aside to start a new one)",
+            state_dir.display(),
+            state_dir.join(crate::site_key::SITE_KEY).display()
+        );
+    }
+    let site_key = crate::site_key::load_or_create(&state_dir).context("loading the site key")?;
     let checkpoint_every = cfg.audit.checkpoint_interval.as_duration();
     let mut last_checkpoint = Instant::now();
     let blobs =
@@ -296,6 +306,24 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         ),
         Ok(_) => {}
         Err(e) => warn!(error = %e.message, "could not restore workloads from local state"),
+    }
+    // A release running that the log does not show (the log began after it was applied, or
+    // the agent stopped between applying and recording) is recorded now, saying so.
+    if let Some(release) = engine.state().applied.clone()
+        && audit.last_applied() != Some(release.revision.commit.as_str())
+    {
+        let mut event = fleetlet_engine::audit::AuditEvent::of_release(
+            now(),
+            fleetlet_engine::audit::AuditAction::Applied,
+            &release,
+        );
+        event.reason = Some(format!(
+            "running since {} when the audit log started recording it",
+            format_time(release.applied_at)
+        ));
+        if let Err(e) = audit.record(audit_event(event)) {
+            warn!(error = %e, "recording the running release in the audit log");
+        }
     }
     publish(&engine, &shared, &state_dir);
     shared.ready.store(true, Ordering::SeqCst);

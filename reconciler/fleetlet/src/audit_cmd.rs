@@ -7,7 +7,6 @@ use crate::{Output, print_value};
 use anyhow::{Context, anyhow};
 use fleetlet_audit::{Action, Entry, Line};
 use fleetlet_core::reference::ArtifactRef;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 /// The JSON Lines mirror of the log, under the state dir.
@@ -59,18 +58,6 @@ fn read_entries(path: &Path) -> anyhow::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Whether `entry` concerns release `rev`: its commit starts with it (7+ characters), or it
-/// names it as a tag.
-pub fn names_release(entry: &Entry, rev: &str) -> bool {
-    let by_commit = rev.len() >= 7
-        && entry
-            .event
-            .commit
-            .as_deref()
-            .is_some_and(|c| c.starts_with(rev));
-    by_commit || entry.event.tags.iter().any(|t| t == rev)
-}
-
 pub fn log(
     state_dir: &Path,
     since: Option<i64>,
@@ -80,7 +67,19 @@ pub fn log(
     let entries: Vec<Entry> = read_entries(&audit_path(state_dir))?
         .into_iter()
         .filter(|e| since.is_none_or(|s| e.event.time >= s))
-        .filter(|e| release.is_none_or(|r| names_release(e, r)))
+        .filter(|e| {
+            release.is_none_or(|r| {
+                let m = fleetlet_audit::report::ReleaseMatcher::new(r);
+                // The rollback that ended a run names the release it left in `from`.
+                m.matches(&e.event)
+                    || e.event.from.as_deref().is_some_and(|f| {
+                        let mut left = e.event.clone();
+                        left.commit = Some(f.to_string());
+                        left.tags.clear();
+                        m.matches(&left)
+                    })
+            })
+        })
         .collect();
     if output != Output::Text {
         print_value(&entries, output)?;
@@ -157,11 +156,24 @@ struct VerifyReport {
 
 pub fn verify(
     state_dir: &Path,
+    site: Option<&str>,
+    key_file: Option<&Path>,
     policy: Option<&fleetlet_verify::policy::TrustPolicy>,
     output: Output,
 ) -> anyhow::Result<bool> {
     let path = audit_path(state_dir);
-    let key = crate::site_key::public(state_dir)?;
+    // A key given from outside the site is the one to trust: the site's own copy of its
+    // public key sits beside the log and could be replaced with it.
+    let key = match key_file {
+        Some(f) => {
+            let pem = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+            Some(fleetlet_verify::cosign::TrustedKey::from_pem(
+                &f.display().to_string(),
+                &pem,
+            )?)
+        }
+        None => crate::site_key::public(state_dir)?,
+    };
     let mut problems = Vec::new();
     let mut report = VerifyReport {
         ok: false,
@@ -173,49 +185,86 @@ pub fn verify(
         artifacts_not_cached: 0,
         problems: vec![],
     };
-    if key.is_none() {
+    // The journal in the state store is the durable copy. A running agent holds the store:
+    // then only the mirror can be read, and a line it is writing may be torn.
+    let db = state_dir.join("db");
+    let journal: Option<Vec<Vec<u8>>> = if db.is_dir() {
+        match fleetlet_state::SledStateStore::open(&db) {
+            Err(_) => None,
+            Ok(store) => {
+                use fleetlet_audit::Journal;
+                Some(
+                    store
+                        .audit_journal()
+                        .and_then(|j| j.lines().map_err(fleetlet_engine::ports::StateError))
+                        .map_err(|e| anyhow!("{e}"))?,
+                )
+            }
+        }
+    } else {
+        Some(vec![])
+    };
+    let mut mirror = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
+    };
+    if journal.is_none() && !mirror.is_empty() && mirror.last() != Some(&b'\n') {
+        let end = mirror
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        mirror.truncate(end);
+    }
+    let mut applied: Vec<Entry> = Vec::new();
+    let mut verified_site = None;
+    match fleetlet_audit::verify_with(&mirror[..], key.as_ref(), |e| {
+        if e.event.action == Action::Applied {
+            applied.push(e.clone());
+        }
+    }) {
+        Ok(v) => {
+            report.entries = v.entries;
+            report.checkpoints = v.checkpoints;
+            report.unanchored = v.unanchored;
+            verified_site = v.site;
+        }
+        Err(p) => problems.push(format!("{}: {p}", path.display())),
+    }
+    if let (Some(want), Some(found)) = (site, verified_site.as_deref())
+        && want != found
+    {
         problems.push(format!(
-            "no site key in {}: checkpoints cannot be checked",
+            "{}: the log is site {found}'s, this is site {want}",
+            path.display()
+        ));
+    }
+    if key.is_none() && report.checkpoints > 0 {
+        problems.push(format!(
+            "no site key in {}: the log's checkpoints cannot be checked (give --key)",
             state_dir.display()
         ));
     }
-    let mut applied: Vec<Entry> = Vec::new();
-    match std::fs::File::open(&path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
-        Ok(file) => {
-            match fleetlet_audit::verify_with(BufReader::new(file), key.as_ref(), |e| {
-                if e.event.action == Action::Applied {
-                    applied.push(e.clone());
-                }
-            }) {
-                Ok(v) => {
-                    report.entries = v.entries;
-                    report.checkpoints = v.checkpoints;
-                    report.unanchored = v.unanchored;
-                }
-                Err(p) => problems.push(format!("{}: {p}", path.display())),
+    report.journal = match &journal {
+        None => "not checked (the state store is in use by the running agent): the mirror alone \
+                 was verified"
+            .into(),
+        Some(lines) => {
+            let mut text = Vec::new();
+            for l in lines {
+                text.extend_from_slice(l);
+                text.push(b'\n');
             }
-        }
-    }
-    // The journal in the state store is the durable copy: the mirror must be a prefix of it
-    // and agree line for line. A running agent holds the store: then only the mirror is read.
-    report.journal = match fleetlet_state::SledStateStore::open(&state_dir.join("db")) {
-        Err(_) => "not checked (the state store is in use by the running agent)".into(),
-        Ok(store) => {
-            use fleetlet_audit::Journal;
-            let journal = store
-                .audit_journal()
-                .and_then(|j| j.lines().map_err(fleetlet_engine::ports::StateError))
-                .map_err(|e| anyhow!("{e}"))?;
-            let mirror = std::fs::read(&path).unwrap_or_default();
-            let mirror: Vec<&[u8]> = mirror
+            if let Err(p) = fleetlet_audit::verify(&text[..], key.as_ref()) {
+                problems.push(format!("the journal in the state store: {p}"));
+            }
+            let mirrored: Vec<&[u8]> = mirror
                 .split(|b| *b == b'\n')
                 .filter(|l| !l.is_empty())
                 .collect();
-            match journal
+            match lines
                 .iter()
-                .zip(&mirror)
+                .zip(&mirrored)
                 .position(|(a, b)| a.as_slice() != *b)
             {
                 Some(i) => {
@@ -226,16 +275,21 @@ pub fn verify(
                     ));
                     "differs".into()
                 }
-                None if mirror.len() > journal.len() => {
+                None if mirrored.len() != lines.len() => {
                     problems.push(format!(
-                        "{}: {} line(s) after line {} are not in the journal",
+                        "{} has {} line(s), the journal in the state store {}: lines were {}",
                         path.display(),
-                        mirror.len() - journal.len(),
-                        journal.len()
+                        mirrored.len(),
+                        lines.len(),
+                        if mirrored.len() < lines.len() {
+                            "removed from the mirror"
+                        } else {
+                            "added to the mirror"
+                        }
                     ));
                     "differs".into()
                 }
-                None => format!("agrees ({} line(s))", journal.len()),
+                None => format!("agrees ({} line(s))", lines.len()),
             }
         }
     };
@@ -287,7 +341,7 @@ pub fn verify(
             }
         }
     }
-    report.ok = problems.is_empty() || (problems.len() == 1 && key.is_none());
+    report.ok = problems.is_empty();
     report.problems = problems;
     match output {
         Output::Text => {

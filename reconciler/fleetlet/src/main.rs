@@ -94,7 +94,12 @@ enum AuditCommand {
     /// Recompute the chain, check every checkpoint's signature and the journal against its
     /// mirror, and re-verify the recorded artifact signatures from cached material (with
     /// --config). Exit 1 naming the first bad entry.
-    Verify,
+    Verify {
+        /// The site's public key as the fleet keeps it (PEM), rather than the copy beside the
+        /// log.
+        #[arg(long)]
+        key: Option<PathBuf>,
+    },
     /// Write the log to a portable file signed with the site key (a container `fleetlet
     /// audit report` reads; `fleetlet bundle inspect` shows its head).
     Export {
@@ -783,12 +788,19 @@ fn audit(
             };
             audit_cmd::report(&release, &exports, &site_keys, format)
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify { key } => {
             let policy = cfg
                 .as_ref()
                 .map(|c| fleetlet_verify::policy::TrustPolicy::load(&c.trust, Path::new("")))
                 .transpose()?;
-            audit_cmd::verify(&dir, policy.as_ref(), output)
+            let site = cfg.as_ref().map(|c| c.site.to_string());
+            audit_cmd::verify(
+                &dir,
+                site.as_deref(),
+                key.as_deref(),
+                policy.as_ref(),
+                output,
+            )
         }
     }
 }
