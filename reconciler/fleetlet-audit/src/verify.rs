@@ -323,6 +323,30 @@ fn hash_is(text: &str, digest: &[u8; 32]) -> bool {
         })
 }
 
+/// Whether an entry numbered `seq` comes later in the log (read to its end).
+fn later_has_seq(reader: &mut impl BufRead, seq: u64) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        #[serde(rename = "type")]
+        kind: String,
+        seq: u64,
+    }
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(_) => {}
+        }
+        if let Ok(line) = serde_json::from_slice::<Seq>(buf.trim_ascii_end())
+            && line.kind == "entry"
+            && line.seq == seq
+        {
+            return true;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,30 +454,6 @@ mod tests {
                 Err(Problem::Edited { line, .. }) => assert_eq!(line, i as u64 + 1),
                 other => panic!("line {}: {other:?}", i + 1),
             }
-        }
-    }
-}
-
-/// Whether an entry numbered `seq` comes later in the log (read to its end).
-fn later_has_seq(reader: &mut impl BufRead, seq: u64) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Seq {
-        #[serde(rename = "type")]
-        kind: String,
-        seq: u64,
-    }
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return false,
-            Ok(_) => {}
-        }
-        if let Ok(line) = serde_json::from_slice::<Seq>(buf.trim_ascii_end())
-            && line.kind == "entry"
-            && line.seq == seq
-        {
-            return true;
         }
     }
 }
