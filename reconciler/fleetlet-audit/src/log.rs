@@ -26,6 +26,10 @@ pub enum AuditError {
 /// only once the line is on disk.
 pub trait Journal: Send {
     fn append(&mut self, line: &[u8]) -> Result<(), String>;
+    /// Several lines with one wait for the disk (a cycle's outcomes).
+    fn append_all(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
+        lines.iter().try_for_each(|l| self.append(l))
+    }
     /// Every line, in order.
     fn lines(&self) -> Result<Vec<Vec<u8>>, String>;
 }
@@ -114,6 +118,18 @@ impl AuditLog {
         self.signed_before
     }
 
+    /// Verifies the journal (the durable copy) as `fleetlet audit verify` would: a chain that
+    /// is broken must never be signed over.
+    pub fn check(&self, key: Option<&TrustedKey>) -> Result<crate::Verified, crate::Problem> {
+        let lines = self.journal.lines().map_err(crate::Problem::Io)?;
+        let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in &lines {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        crate::verify(&text[..], key)
+    }
+
     /// The commit the last `applied` entry names.
     pub fn last_applied(&self) -> Option<&str> {
         self.last_applied.as_deref()
@@ -142,6 +158,39 @@ impl AuditLog {
             self.last_applied = applied;
         }
         mirrored.map(|()| entry)
+    }
+
+    /// Chains every event of a cycle and stores them with one journal write (one fsync), then
+    /// mirrors them.
+    pub fn record_all(&mut self, events: Vec<Event>) -> Result<Vec<Entry>, AuditError> {
+        let mut entries = Vec::with_capacity(events.len());
+        let (mut seq, mut head) = (self.next_seq, self.head.clone());
+        for event in events {
+            let entry = Entry::chain(&self.site, seq, &head, event);
+            seq += 1;
+            head = entry.hash.clone();
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Ok(entries);
+        }
+        let lines: Vec<Vec<u8>> = entries
+            .iter()
+            .map(|e| Line::Entry(e.clone()).to_json())
+            .collect();
+        self.journal
+            .append_all(&lines)
+            .map_err(AuditError::Journal)?;
+        self.next_seq = seq;
+        self.head = head;
+        if let Some(e) = entries
+            .iter()
+            .rev()
+            .find(|e| e.event.action == crate::record::Action::Applied)
+        {
+            self.last_applied = e.event.commit.clone();
+        }
+        self.mirror_lines(&lines).map(|()| entries)
     }
 
     /// Signs the head with `key` at `time`, unless the last checkpoint already signed it.
@@ -183,32 +232,36 @@ impl AuditLog {
     fn write(&mut self, line: &Line) -> Result<Result<(), AuditError>, AuditError> {
         let bytes = line.to_json();
         self.journal.append(&bytes).map_err(AuditError::Journal)?;
+        Ok(self.mirror_lines(&[bytes]))
+    }
+
+    /// Appends lines already in the journal to the mirror.
+    fn mirror_lines(&mut self, lines: &[Vec<u8>]) -> Result<(), AuditError> {
         let Some((path, file)) = &mut self.mirror else {
-            return Ok(Ok(()));
+            return Ok(());
         };
         let path = path.clone();
         if self.mirror_dirty {
-            let lines = self.journal.lines().map_err(AuditError::Journal)?;
-            return Ok(match sync_mirror(&path, &lines) {
-                Ok(f) => {
-                    *file = f;
-                    self.mirror_dirty = false;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            });
+            let all = self.journal.lines().map_err(AuditError::Journal)?;
+            let f = sync_mirror(&path, &all)?;
+            *file = f;
+            self.mirror_dirty = false;
+            return Ok(());
         }
         // No fsync: the journal is the durable copy, and a slow disk must not hold the
         // reconcile loop twice. Opening the log repairs a mirror that lost lines.
-        let mut record = bytes;
-        record.push(b'\n');
-        Ok(file.write_all(&record).map_err(|e| {
+        let mut record = Vec::new();
+        for l in lines {
+            record.extend_from_slice(l);
+            record.push(b'\n');
+        }
+        file.write_all(&record).map_err(|e| {
             self.mirror_dirty = true;
             AuditError::Mirror {
                 path,
                 message: e.to_string(),
             }
-        }))
+        })
     }
 }
 
@@ -322,6 +375,29 @@ mod tests {
         assert_eq!((verified.entries, verified.unanchored), (3, 1));
         assert_eq!(log.last_applied(), Some("c3"));
         assert!(log.has_checkpoints());
+        // A cycle's outcomes in one write, chained like any others.
+        let batch = log
+            .record_all(vec![event(6, "c4"), event(7, "c5")])
+            .unwrap();
+        assert_eq!((batch[0].seq, batch[1].seq), (4, 5));
+        assert_eq!(batch[1].prev, batch[0].hash);
+        assert_eq!(log.last_applied(), Some("c5"));
+        assert!(log.record_all(vec![]).unwrap().is_empty());
+        assert_eq!(log.check(Some(&public)).unwrap().entries, 5);
+        // A journal edited while the agent was down is found before anything is signed.
+        let mut lines = log.journal.lines().unwrap();
+        lines[1] = String::from_utf8(lines[1].clone())
+            .unwrap()
+            .replacen("\"c2\"", "\"cX\"", 1)
+            .into_bytes();
+        let tampered = AuditLog::open("s1", Box::new(MemJournal(lines)), None).unwrap();
+        assert!(matches!(
+            tampered.check(Some(&public)),
+            Err(crate::Problem::Edited { seq: 2, .. })
+        ));
+        let verified =
+            crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
+        assert_eq!(verified.entries, 5);
 
         // A mirror that disagrees with the journal is rebuilt, and the old copy kept as
         // evidence.

@@ -389,6 +389,7 @@ fn problem_kind(p: &ReportProblem) -> &'static str {
         ReportProblem::WrongKey { .. } => "wrong key",
         ReportProblem::BrokenLog { .. } => "broken log",
         ReportProblem::Disagree { .. } => "disagreeing exports",
+        ReportProblem::Shrunk { .. } => "log went backwards",
         ReportProblem::NeverHeardFrom { .. } => "never heard from",
     }
 }

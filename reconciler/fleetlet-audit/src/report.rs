@@ -137,6 +137,16 @@ pub enum ReportProblem {
         /// The first entry whose hash differs.
         seq: u64,
     },
+    #[error(
+        "site {site:?}: export {file}, made later, holds {entries} entries where the earlier {other} holds {longer}: the site's log lost entries in between (truncated or restored from a backup)"
+    )]
+    Shrunk {
+        site: String,
+        file: String,
+        entries: u64,
+        other: String,
+        longer: u64,
+    },
     #[error("site {site:?}: never heard from ({})", refused_note(*refused))]
     NeverHeardFrom {
         site: String,
@@ -395,6 +405,16 @@ pub fn report(release: &str, exports: &Path, site_keys: &SiteKeys) -> Report {
                     });
                 }
                 None => {
+                    // A prefix made *later* than the fuller one: the log went backwards.
+                    if other.created_at > used.created_at && other.entries < used.entries {
+                        problems.push(ReportProblem::Shrunk {
+                            site: site.to_string(),
+                            file: other.file.clone(),
+                            entries: other.entries,
+                            other: used.file.clone(),
+                            longer: used.entries,
+                        });
+                    }
                     last_heard = last_heard.max(other.last_time);
                     exported_at = exported_at.max(other.created_at);
                 }

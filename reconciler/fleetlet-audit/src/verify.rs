@@ -297,7 +297,9 @@ fn parse(
     }
     // Parsed once; what is hashed or signed is taken from the tree before the record is moved
     // out of it.
-    let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    let value: Value = serde_json::from_slice::<Strict>(text)
+        .map(|s| s.0)
+        .map_err(|e| e.to_string())?;
     let (hashed, signed) = match value.get("type").and_then(Value::as_str) {
         Some("entry") => (Some(digest_without(&value, "hash", scratch)), None),
         Some("checkpoint") if want_signed => (None, Some(canonical_without(&value, "signature"))),
@@ -321,6 +323,69 @@ fn hash_is(text: &str, digest: &[u8; 32]) -> bool {
         && hex.as_bytes().chunks_exact(2).zip(digest).all(|(pair, b)| {
             pair[0] == HEX[usize::from(b >> 4)] && pair[1] == HEX[usize::from(b & 15)]
         })
+}
+
+/// A JSON value that refuses duplicate object keys: with them, what one reader takes from a
+/// line (the last `commit`, say) need not be what another does (the first), while the hash
+/// covers only one of them.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let Strict(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
 }
 
 /// Whether an entry numbered `seq` comes later in the log (read to its end).
@@ -374,7 +439,9 @@ mod tests {
 
     /// The exact way alone, to compare the fast one with.
     fn exact(text: &[u8]) -> Result<Checked, String> {
-        let value: Value = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_slice::<Strict>(text)
+            .map(|s| s.0)
+            .map_err(|e| e.to_string())?;
         let (hashed, signed) = match value.get("type").and_then(Value::as_str) {
             Some("entry") => (Some(digest_without(&value, "hash", &mut Vec::new())), None),
             Some("checkpoint") => (None, Some(canonical_without(&value, "signature"))),

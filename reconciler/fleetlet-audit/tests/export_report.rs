@@ -126,10 +126,21 @@ impl Site {
 
     /// Writes its log of `events` and exports it as `dir/file`.
     fn export(&self, work: &Path, dir: &Path, file: &str, events: &[Event]) -> PathBuf {
+        self.export_at(work, dir, file, events, 5_000)
+    }
+
+    fn export_at(
+        &self,
+        work: &Path,
+        dir: &Path,
+        file: &str,
+        events: &[Event],
+        created_at: i64,
+    ) -> PathBuf {
         let log = work.join(format!("{file}.jsonl"));
         write_log(&log, &self.name, &self.key, events);
         let out = dir.join(file);
-        export(&log, &self.name, &self.key, 5_000, &out).unwrap();
+        export(&log, &self.name, &self.key, created_at, &out).unwrap();
         out
     }
 }
@@ -635,6 +646,31 @@ fn two_exports_that_agree_use_the_longer() {
         (Some("2-new.audit"), SiteStatus::Ran, 3, false)
     );
     assert_eq!(s.runs[0].to, Some(300));
+}
+
+#[test]
+fn a_log_that_went_backwards_between_exports_is_named() {
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("exports");
+    std::fs::create_dir(&dir).unwrap();
+    let a = Site::new("edge-a");
+    let events = [applied(100, P), applied(200, R), applied(300, S)];
+    // The fuller export first; a later one holds less: entries were cut from the site's log.
+    a.export_at(work.path(), &dir, "1-march.audit", &events, 5_000);
+    a.export_at(work.path(), &dir, "2-april.audit", &events[..2], 6_000);
+    let rep = report(R, &dir, &keys_of(&[&a]));
+    assert!(
+        matches!(
+            &rep.problems[..],
+            [ReportProblem::Shrunk { file, entries: 2, longer: 3, .. }] if file == "2-april.audit"
+        ),
+        "{:?}",
+        rep.problems
+    );
+    assert_eq!(
+        rep.sites[0].entries, 3,
+        "the fuller history is the one reported"
+    );
 }
 
 #[test]

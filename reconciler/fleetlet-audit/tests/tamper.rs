@@ -220,6 +220,17 @@ fn every_kind_of_tampering_is_found_and_named() {
         }),
     ));
 
+    // A duplicated key: the hash covers one value, a reader may take the other.
+    let mut doubled = lines.clone();
+    doubled[1] = doubled[1].replacen("{", "{\"commit\":\"evil\",", 1);
+    cases.push((
+        "a duplicated key",
+        text(&doubled),
+        Box::new(|p| {
+            matches!(p, Problem::Truncated { line: 2, detail } if detail.contains("duplicate key"))
+        }),
+    ));
+
     for (name, log, expect) in cases {
         match verify(log.as_bytes(), Some(&public)) {
             Ok(v) => panic!("{name}: accepted ({v:?})"),

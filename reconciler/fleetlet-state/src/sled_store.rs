@@ -74,6 +74,20 @@ impl fleetlet_audit::Journal for SledJournal {
         Ok(())
     }
 
+    fn append_all(&mut self, lines: &[Vec<u8>]) -> Result<(), String> {
+        let mut batch = sled::Batch::default();
+        for (i, line) in lines.iter().enumerate() {
+            batch.insert(&(self.next + i as u64).to_be_bytes(), line.as_slice());
+        }
+        // One batch is applied atomically, and one flush makes all of it durable.
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| format!("writing: {e}"))?;
+        self.tree.flush().map_err(|e| format!("flushing: {e}"))?;
+        self.next += lines.len() as u64;
+        Ok(())
+    }
+
     fn lines(&self) -> Result<Vec<Vec<u8>>, String> {
         self.tree
             .iter()
@@ -128,8 +142,10 @@ mod tests {
         let store = SledStateStore::open(dir.path()).unwrap();
         let mut j = store.audit_journal().unwrap();
         j.append(b"after reopen").unwrap();
+        j.append_all(&[b"a".to_vec(), b"b".to_vec()]).unwrap();
         let lines = j.lines().unwrap();
-        assert_eq!(lines.len(), 301);
+        assert_eq!(lines.len(), 303);
+        assert_eq!(lines[301..], [b"a".to_vec(), b"b".to_vec()]);
         assert_eq!(lines[0], b"line 0");
         assert_eq!(lines[299], b"line 299");
         assert_eq!(lines[300], b"after reopen");

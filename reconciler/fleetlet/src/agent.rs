@@ -168,6 +168,18 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         );
     }
     let site_key = crate::site_key::load_or_create(&state_dir).context("loading the site key")?;
+    // Checked before anything is signed over it: a chain someone edited while the agent was
+    // down must not be laundered by the next checkpoint. The site keeps running; the log
+    // keeps recording (the break stays visible to `fleetlet audit verify`), unsigned.
+    let site_pub =
+        fleetlet_verify::cosign::TrustedKey::from_pem("site", site_key.public_pem()?.as_bytes())?;
+    let sign_checkpoints = match audit.check(Some(&site_pub)) {
+        Ok(_) => true,
+        Err(problem) => {
+            tracing::error!(%problem, "the audit log is damaged: no checkpoint will be signed over it");
+            false
+        }
+    };
     let checkpoint_every = cfg.audit.checkpoint_interval.as_duration();
     let mut last_checkpoint = Instant::now();
     let blobs =
@@ -336,12 +348,16 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
-        for event in engine.take_audit_events() {
-            if let Err(e) = audit.record(audit_event(event)) {
-                warn!(error = %e, "recording an outcome in the audit log");
-            }
+        // The cycle's outcomes, with one wait for the disk.
+        let events: Vec<fleetlet_audit::Event> = engine
+            .take_audit_events()
+            .into_iter()
+            .map(audit_event)
+            .collect();
+        if let Err(e) = audit.record_all(events) {
+            warn!(error = %e, "recording the cycle's outcomes in the audit log");
         }
-        if last_checkpoint.elapsed() >= checkpoint_every {
+        if sign_checkpoints && last_checkpoint.elapsed() >= checkpoint_every {
             last_checkpoint = Instant::now();
             if let Err(e) = audit.checkpoint(&site_key, now()) {
                 warn!(error = %e, "signing an audit checkpoint");
@@ -365,7 +381,7 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     }
 
     // Whatever happened since the last checkpoint is signed before the agent goes.
-    if let Err(e) = audit.checkpoint(&site_key, now()) {
+    if sign_checkpoints && let Err(e) = audit.checkpoint(&site_key, now()) {
         warn!(error = %e, "signing the audit checkpoint at shutdown");
     }
     info!("shutting down: draining workloads (a second signal exits at once)");

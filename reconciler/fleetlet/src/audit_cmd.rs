@@ -43,8 +43,13 @@ fn read_entries(path: &Path) -> anyhow::Result<Vec<Entry>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(anyhow!("reading {}: {e}", path.display())),
     };
+    // A last line without its end is being written by the agent right now: left for later.
+    let complete = match text.rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    };
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in complete.lines().enumerate() {
         if line.is_empty() {
             continue;
         }
