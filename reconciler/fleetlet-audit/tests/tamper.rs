@@ -231,6 +231,15 @@ fn every_kind_of_tampering_is_found_and_named() {
         }),
     ));
 
+    let mut future = lines.clone();
+    future[2] = future[2].replacen("\"v\":1", "\"v\":2", 1);
+    assert_ne!(future[2], lines[2]);
+    cases.push((
+        "a record of another format version",
+        text(&future),
+        Box::new(|p| matches!(p, Problem::Version { line: 3, v: 2 })),
+    ));
+
     for (name, log, expect) in cases {
         match verify(log.as_bytes(), Some(&public)) {
             Ok(v) => panic!("{name}: accepted ({v:?})"),
