@@ -3,7 +3,7 @@
 //! of the file found and named.
 
 use crate::testkit::agent::{Agent, fleetlet, http_app, site_yaml, write_config};
-use crate::testkit::components::{free_port, probe_http};
+use crate::testkit::components::{free_port, http_get, probe_http};
 use crate::testkit::git::TestRepo;
 use serde_json::Value;
 use std::time::Duration;
@@ -66,6 +66,20 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
         )
         .unwrap();
     agent.wait_status(T, "release three", applied(&c3));
+    // The log's length, scraped off the site: a witness if it is ever cut back.
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let (_, metrics) = http_get(agent.status_addr, "/metrics").unwrap();
+        if metrics.contains("fleetlet_audit_entries 3") {
+            assert!(
+                metrics.contains("fleetlet_audit_checkpointed_entries"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(agent.terminate().success());
 
     let (code, out, err) = fleetlet(&["audit", "log", "--config", config_s, "-o", "json"]);

@@ -56,6 +56,8 @@ pub struct AuditLog {
     head: String,
     /// The head the last checkpoint signed.
     checkpointed: Option<String>,
+    /// The entry it covers.
+    checkpointed_seq: u64,
     /// Whether any checkpoint was ever signed (its key must then stay the site's).
     signed_before: bool,
     /// The commit of the last `applied` entry.
@@ -79,6 +81,7 @@ impl AuditLog {
             next_seq: 1,
             head: GENESIS.to_string(),
             checkpointed: None,
+            checkpointed_seq: 0,
             signed_before: false,
             last_applied: None,
             mirror_dirty: false,
@@ -97,6 +100,7 @@ impl AuditLog {
                     }
                 }
                 Line::Checkpoint(c) => {
+                    log.checkpointed_seq = c.seq;
                     log.checkpointed = Some(c.head);
                     log.signed_before = true;
                 }
@@ -128,6 +132,11 @@ impl AuditLog {
             text.push(b'\n');
         }
         crate::verify(&text[..], key)
+    }
+
+    /// The last entry a checkpoint covers (0: none yet).
+    pub fn checkpointed_len(&self) -> u64 {
+        self.checkpointed_seq
     }
 
     /// The commit the last `applied` entry names.
@@ -222,6 +231,7 @@ impl AuditLog {
         cp.signature = base64::engine::general_purpose::STANDARD.encode(signature);
         let mirrored = self.write(&Line::Checkpoint(cp.clone()))?;
         self.checkpointed = Some(cp.head.clone());
+        self.checkpointed_seq = cp.seq;
         self.signed_before = true;
         mirrored.map(|()| Some(cp))
     }

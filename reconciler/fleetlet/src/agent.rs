@@ -357,6 +357,9 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         if let Err(e) = audit.record_all(events) {
             warn!(error = %e, "recording the cycle's outcomes in the audit log");
         }
+        shared
+            .metrics
+            .set_audit(audit.len(), audit.checkpointed_len());
         if sign_checkpoints && last_checkpoint.elapsed() >= checkpoint_every {
             last_checkpoint = Instant::now();
             if let Err(e) = audit.checkpoint(&site_key, now()) {

@@ -38,6 +38,8 @@ pub struct Metrics {
     drift_detected: Gauge,
     drift_corrected: Gauge,
     bundle_imports: Family<OutcomeLabel, Counter>,
+    audit_entries: Gauge,
+    audit_checkpointed: Gauge,
 }
 
 impl Metrics {
@@ -54,6 +56,20 @@ impl Metrics {
         let drift_detected = Gauge::default();
         let drift_corrected = Gauge::default();
         let bundle_imports = Family::<OutcomeLabel, Counter>::default();
+        let audit_entries = Gauge::default();
+        let audit_checkpointed = Gauge::default();
+        // Scraped off the site, these witness the log's length: a log cut back later shows as
+        // a number that went down.
+        registry.register(
+            "audit_entries",
+            "Entries in the site's audit log",
+            audit_entries.clone(),
+        );
+        registry.register(
+            "audit_checkpointed_entries",
+            "Entries covered by the last checkpoint signed with the site key",
+            audit_checkpointed.clone(),
+        );
         registry.register(
             "bundle_imports",
             "Sync bundles taken from the inbox, by outcome (imported, rejected, incomplete)",
@@ -117,7 +133,15 @@ impl Metrics {
             drift_detected,
             drift_corrected,
             bundle_imports,
+            audit_entries,
+            audit_checkpointed,
         }
+    }
+
+    /// The audit log's length and how much of it the last checkpoint signed.
+    pub fn set_audit(&self, entries: u64, checkpointed: u64) {
+        self.audit_entries.set(entries as i64);
+        self.audit_checkpointed.set(checkpointed as i64);
     }
 
     /// One sync bundle taken from the inbox.
