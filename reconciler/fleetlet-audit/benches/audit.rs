@@ -70,6 +70,7 @@ fn event(i: u64, commit: &str, tag: &str) -> Event {
         }
     };
     Event {
+        event_id: None,
         time: T0 + i as i64 * 60,
         action: Action::Applied,
         commit: Some(commit.to_string()),

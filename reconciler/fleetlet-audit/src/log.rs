@@ -62,6 +62,8 @@ pub struct AuditLog {
     signed_before: bool,
     /// The commit of the last `applied` entry.
     last_applied: Option<String>,
+    /// The highest agent event number in the log.
+    last_event_id: u64,
     /// A mirror write failed: the mirror is rebuilt from the journal before the next write.
     mirror_dirty: bool,
 }
@@ -84,6 +86,7 @@ impl AuditLog {
             checkpointed_seq: 0,
             signed_before: false,
             last_applied: None,
+            last_event_id: 0,
             mirror_dirty: false,
         };
         for (i, bytes) in lines.iter().enumerate() {
@@ -95,6 +98,9 @@ impl AuditLog {
                 Line::Entry(e) => {
                     log.next_seq = e.seq + 1;
                     log.head = e.hash;
+                    if let Some(id) = e.event.event_id {
+                        log.last_event_id = log.last_event_id.max(id);
+                    }
                     if e.event.action == crate::record::Action::Applied {
                         log.last_applied = e.event.commit;
                     }
@@ -134,6 +140,11 @@ impl AuditLog {
         crate::verify(&text[..], key)
     }
 
+    /// The highest agent event number the log holds (0: none).
+    pub fn last_event_id(&self) -> u64 {
+        self.last_event_id
+    }
+
     /// The last entry a checkpoint covers (0: none yet).
     pub fn checkpointed_len(&self) -> u64 {
         self.checkpointed_seq
@@ -163,6 +174,9 @@ impl AuditLog {
         let mirrored = self.write(&Line::Entry(entry.clone()))?;
         self.next_seq += 1;
         self.head = entry.hash.clone();
+        if let Some(id) = entry.event.event_id {
+            self.last_event_id = self.last_event_id.max(id);
+        }
         if applied.is_some() {
             self.last_applied = applied;
         }
@@ -171,7 +185,14 @@ impl AuditLog {
 
     /// Chains every event of a cycle and stores them with one journal write (one fsync), then
     /// mirrors them.
+    /// Events numbered no higher than what the log holds are repeats (offered again after a
+    /// crash) and are left out.
     pub fn record_all(&mut self, events: Vec<Event>) -> Result<Vec<Entry>, AuditError> {
+        let seen = self.last_event_id;
+        let events: Vec<Event> = events
+            .into_iter()
+            .filter(|e| e.event_id.is_none_or(|id| id > seen))
+            .collect();
         let mut entries = Vec::with_capacity(events.len());
         let (mut seq, mut head) = (self.next_seq, self.head.clone());
         for event in events {
@@ -192,6 +213,9 @@ impl AuditLog {
             .map_err(AuditError::Journal)?;
         self.next_seq = seq;
         self.head = head;
+        if let Some(id) = entries.iter().filter_map(|e| e.event.event_id).max() {
+            self.last_event_id = self.last_event_id.max(id);
+        }
         if let Some(e) = entries
             .iter()
             .rev()
@@ -332,6 +356,7 @@ mod tests {
 
     pub(crate) fn event(time: i64, commit: &str) -> Event {
         Event {
+            event_id: None,
             time,
             action: Action::Applied,
             commit: Some(commit.into()),
@@ -393,7 +418,22 @@ mod tests {
         assert_eq!(batch[1].prev, batch[0].hash);
         assert_eq!(log.last_applied(), Some("c5"));
         assert!(log.record_all(vec![]).unwrap().is_empty());
-        assert_eq!(log.check(Some(&public)).unwrap().entries, 5);
+        // Numbered events offered again after a crash are written once.
+        let numbered = |id: u64, commit: &str| Event {
+            event_id: Some(id),
+            ..event(8, commit)
+        };
+        assert_eq!(log.record_all(vec![numbered(1, "n1")]).unwrap().len(), 1);
+        assert_eq!(log.last_event_id(), 1);
+        let again = log
+            .record_all(vec![numbered(1, "n1"), numbered(2, "n2")])
+            .unwrap();
+        assert_eq!(
+            again.iter().map(|e| e.event.event_id).collect::<Vec<_>>(),
+            [Some(2)]
+        );
+        assert_eq!(log.len(), 7);
+        assert_eq!(log.check(Some(&public)).unwrap().entries, 7);
         // A journal edited while the agent was down is found before anything is signed.
         let mut lines = log.journal.lines().unwrap();
         lines[1] = String::from_utf8(lines[1].clone())
@@ -407,7 +447,7 @@ mod tests {
         ));
         let verified =
             crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
-        assert_eq!(verified.entries, 5);
+        assert_eq!(verified.entries, 7);
 
         // A mirror that disagrees with the journal is rebuilt, and the old copy kept as
         // evidence.

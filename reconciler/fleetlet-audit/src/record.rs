@@ -73,6 +73,10 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
+    /// The agent's number for the event: the log holds each once, however often a crash
+    /// made the agent offer it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<u64>,
     /// Unix seconds.
     pub time: i64,
     pub action: Action,
@@ -147,6 +151,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase")]
 #[schemars(title = "AuditRecord")]
+// One line at a time is held; boxing the entry would buy nothing but an allocation per line.
+#[allow(clippy::large_enum_variant)]
 pub enum Line {
     Entry(Entry),
     Checkpoint(Checkpoint),
@@ -253,6 +259,8 @@ struct FlatEntry {
     v: u32,
     seq: u64,
     site: String,
+    #[serde(default)]
+    event_id: Option<u64>,
     time: i64,
     action: Action,
     #[serde(default)]
@@ -284,6 +292,7 @@ impl From<FlatEntry> for Entry {
             seq: f.seq,
             site: f.site,
             event: Event {
+                event_id: f.event_id,
                 time: f.time,
                 action: f.action,
                 commit: f.commit,
@@ -390,6 +399,7 @@ mod tests {
     #[test]
     fn an_entry_hashes_everything_but_its_hash() {
         let event = Event {
+            event_id: None,
             time: 1_700_000_000,
             action: Action::Applied,
             commit: Some("c1".into()),
@@ -429,6 +439,7 @@ mod tests {
             detail: Some(format!("{n} detail")),
         };
         let full = Event {
+            event_id: Some(7),
             time: -5,
             action: Action::RolledBack,
             commit: Some("c1".into()),

@@ -431,6 +431,7 @@ mod tests {
 
     fn event(time: i64, action: Action, reason: Option<&str>) -> Event {
         Event {
+            event_id: None,
             time,
             action,
             commit: Some("c0ffee".into()),

@@ -48,6 +48,7 @@ fn workloads(commit: &str) -> Vec<Workload> {
 
 fn event(time: i64, action: Action, commit: Option<&str>) -> Event {
     Event {
+        event_id: None,
         time,
         action,
         commit: commit.map(String::from),

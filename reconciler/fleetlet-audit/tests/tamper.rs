@@ -10,6 +10,7 @@ use serde_json::Value;
 
 fn event(time: i64, commit: &str) -> Event {
     Event {
+        event_id: None,
         time,
         action: Action::Applied,
         commit: Some(commit.into()),

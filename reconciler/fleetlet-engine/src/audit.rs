@@ -59,6 +59,10 @@ pub struct AuditWorkload {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AuditEvent {
+    /// Numbers the site's events from 1, so that one written to the log twice (the agent
+    /// stopped between writing it and the state record noting so) is written once.
+    #[serde(default)]
+    pub id: u64,
     /// Unix seconds (the `now` the cycle was given).
     pub at: i64,
     pub action: AuditAction,
@@ -88,6 +92,7 @@ impl AuditEvent {
     /// An event that says nothing yet but what happened and when.
     pub fn new(at: i64, action: AuditAction) -> Self {
         AuditEvent {
+            id: 0,
             at,
             action,
             commit: None,

@@ -110,8 +110,6 @@ where
     /// Whether the inventories recorded on the cluster have been read (once per start, so a
     /// reinstalled agent prunes what an earlier one applied).
     inventories_read: bool,
-    /// Audit events of the cycles so far, until the agent takes them.
-    audit: Vec<AuditEvent>,
     /// Events from outside a cycle (`restore`): the engine reads no clock, so they are stamped
     /// with the `now` of the next cycle.
     audit_unstamped: Vec<AuditEvent>,
@@ -231,7 +229,6 @@ where
             last_drift_check: i64::MIN / 2,
             inventories_read: false,
             k3s_unavailable: None,
-            audit: Vec::new(),
             audit_unstamped: Vec::new(),
             cycle_now: None,
             last_rejected,
@@ -296,8 +293,37 @@ where
 
     /// The audit events of the cycles since the last call, oldest first (see [`crate::audit`]).
     /// Events of `restore` come with the first cycle after it.
+    /// Taken is forgotten: the state record is saved without them.
     pub fn take_audit_events(&mut self) -> Vec<AuditEvent> {
-        std::mem::take(&mut self.audit)
+        let events = std::mem::take(&mut self.state.pending_audit);
+        if !events.is_empty() {
+            self.save();
+        }
+        events
+    }
+
+    /// The audit events not yet acknowledged ([`ack_audit`](Self::ack_audit)), oldest first:
+    /// they survive restarts in the state record, so the agent writes each at least once.
+    pub fn pending_audit_events(&self) -> &[AuditEvent] {
+        &self.state.pending_audit
+    }
+
+    /// The audit log holds every event up to `id`: they leave the state record at its next
+    /// save.
+    pub fn ack_audit(&mut self, id: u64) {
+        self.state.pending_audit.retain(|e| e.id > id);
+    }
+
+    /// Numbers new audit events after `id` (the last one the audit log holds), should the
+    /// state record have been reset while the log was kept.
+    pub fn continue_audit_ids(&mut self, id: u64) {
+        self.state.last_audit_id = self.state.last_audit_id.max(id);
+    }
+
+    fn push_audit(&mut self, mut event: AuditEvent) {
+        self.state.last_audit_id += 1;
+        event.id = self.state.last_audit_id;
+        self.state.pending_audit.push(event);
     }
 
     /// Records an audit event: stamped with the cycle's `now`, or kept for the next cycle when
@@ -306,7 +332,7 @@ where
         match self.cycle_now {
             Some(now) => {
                 let event = self.stamp(event, now);
-                self.audit.push(event);
+                self.push_audit(event);
             }
             None => self.audit_unstamped.push(event),
         }
@@ -416,7 +442,7 @@ where
         self.cycle_now = Some(now);
         for event in std::mem::take(&mut self.audit_unstamped) {
             let event = self.stamp(event, now);
-            self.audit.push(event);
+            self.push_audit(event);
         }
         let outcome = self.follow_source(now);
         // Whatever the source said, what should run keeps running (a crashed start is retried,

@@ -52,6 +52,13 @@ pub struct AgentState {
     /// Per k3s workload: changes made on the cluster to what fleetlet applied.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub drift: BTreeMap<String, DriftRecord>,
+    /// Audit events not yet in the audit log: saved with the state change that caused them,
+    /// removed once the agent has written them, so a crash in between loses none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_audit: Vec<crate::audit::AuditEvent>,
+    /// The id of the last audit event.
+    #[serde(default)]
+    pub last_audit_id: u64,
 }
 
 /// Drift of one k3s workload since the agent's state began.

@@ -570,6 +570,11 @@ fn an_applied_release_is_reported_once_with_its_artifacts_and_signers() {
     let mut e = w.engine();
     assert!(matches!(e.reconcile(10), CycleOutcome::Applied { .. }));
     let events = e.take_audit_events();
+    assert_eq!(events.iter().map(|e| e.id).collect::<Vec<_>>(), [1]);
+    let events: Vec<AuditEvent> = events
+        .into_iter()
+        .map(|e| AuditEvent { id: 0, ..e })
+        .collect();
     let release = |name: &str| vec![signer(name)];
     assert_eq!(
         events,
@@ -939,7 +944,11 @@ fn drift_is_reported_when_corrected_and_not_when_only_counted() {
             ".data.greeting",
         );
         e.reconcile(1100);
-        let events = e.take_audit_events();
+        let events: Vec<AuditEvent> = e
+            .take_audit_events()
+            .into_iter()
+            .map(|e| AuditEvent { id: 0, ..e })
+            .collect();
         if !corrects {
             assert_eq!(events, [], "{options}");
             continue;
@@ -961,4 +970,35 @@ fn drift_is_reported_when_corrected_and_not_when_only_counted() {
         e.reconcile(1200);
         assert_eq!(e.take_audit_events(), []);
     }
+}
+
+#[test]
+fn events_wait_in_the_state_record_until_the_log_has_them() {
+    let w = World::new();
+    w.commit("c1", &[("a.yaml", &wasm_app("a", "good.wasm", "one"))]);
+    let mut e = w.engine();
+    e.reconcile(10);
+    let pending: Vec<u64> = e.pending_audit_events().iter().map(|e| e.id).collect();
+    assert_eq!(pending, [1]);
+    // The agent stops before writing them: a new start finds them again.
+    drop(e);
+    let mut e = w.engine();
+    assert_eq!(
+        e.pending_audit_events()
+            .iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>(),
+        [1]
+    );
+    e.ack_audit(1);
+    assert!(e.pending_audit_events().is_empty());
+    w.commit("c2", &[("a.yaml", &wasm_app("a", "good.wasm", "two"))]);
+    e.reconcile(20);
+    // Numbering carries on, also past what a log kept beside a reset state record holds.
+    assert_eq!(e.pending_audit_events()[0].id, 2);
+    e.continue_audit_ids(41);
+    e.ack_audit(2);
+    w.commit("c3", &[("a.yaml", &wasm_app("a", "good.wasm", "three"))]);
+    e.reconcile(30);
+    assert_eq!(e.pending_audit_events()[0].id, 42);
 }

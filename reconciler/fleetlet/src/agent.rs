@@ -241,6 +241,9 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
             .with_cluster(Box::new(cluster))
             .drift_interval(interval);
     }
+    // Event numbers carry on past what the log holds (a state record reset beside a kept log
+    // must not have its new events taken for repeats).
+    engine.continue_audit_ids(audit.last_event_id());
 
     let shared = Arc::new(Shared {
         status: RwLock::new(engine.status()),
@@ -348,14 +351,23 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
-        // The cycle's outcomes, with one wait for the disk.
-        let events: Vec<fleetlet_audit::Event> = engine
-            .take_audit_events()
-            .into_iter()
-            .map(audit_event)
-            .collect();
-        if let Err(e) = audit.record_all(events) {
-            warn!(error = %e, "recording the cycle's outcomes in the audit log");
+        // The cycle's outcomes (and any a crash kept from the log), with one wait for the
+        // disk; they leave the state record only once the journal has them.
+        let pending = engine.pending_audit_events().to_vec();
+        let through = pending.iter().map(|e| e.id).max();
+        let recorded = match audit.record_all(pending.into_iter().map(audit_event).collect()) {
+            Ok(_) => true,
+            Err(e @ fleetlet_audit::AuditError::Mirror { .. }) => {
+                warn!(error = %e, "mirroring the audit log (the journal has the entries)");
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, "recording the cycle's outcomes in the audit log; kept for the next cycle");
+                false
+            }
+        };
+        if let (Some(id), true) = (through, recorded) {
+            engine.ack_audit(id);
         }
         shared
             .metrics
@@ -421,6 +433,7 @@ fn audit_event(e: fleetlet_engine::audit::AuditEvent) -> fleetlet_audit::Event {
         detail: s.detail,
     };
     Event {
+        event_id: (e.id > 0).then_some(e.id),
         time: e.at,
         action: match e.action {
             AuditAction::Applied => Action::Applied,
