@@ -33,9 +33,14 @@ pub fn format_time(t: i64) -> String {
 }
 
 /// `s` with control characters (terminal escapes, newlines) shown as `?`.
-fn clean(s: &str) -> String {
+/// `s` safe for a terminal: control characters and the bidirectional overrides and isolates
+/// (which can make text read in another order than it is) become `?`.
+pub fn clean(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
+        .map(|c| {
+            let bidi = matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}');
+            if c.is_control() || bidi { '?' } else { c }
+        })
         .collect()
 }
 
@@ -414,6 +419,7 @@ mod tests {
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
         );
         assert_eq!(clean("a\u{1b}[31mb\n"), "a?[31mb?");
+        assert_eq!(clean("evil\u{202E}txt.exe\u{2066}"), "evil?txt.exe?");
         assert_eq!(short("sha256:0123456789abcdef"), "sha256:0123456789ab");
         assert_eq!(short("0123456789abcdef0123"), "0123456789ab");
         assert_eq!(short("abc"), "abc");

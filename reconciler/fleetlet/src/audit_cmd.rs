@@ -5,6 +5,7 @@
 
 use crate::{Output, print_value};
 use anyhow::{Context, anyhow};
+use fleetlet_audit::render::clean;
 use fleetlet_audit::{Action, Entry, Line};
 use fleetlet_core::reference::ArtifactRef;
 use std::path::{Path, PathBuf};
@@ -114,16 +115,16 @@ pub fn log(
             if signers.is_empty() {
                 String::new()
             } else {
-                format!("signed by {} ", signers.join(", "))
+                format!("signed by {} ", clean(&signers.join(", ")))
             },
             ev.reason
                 .as_deref()
-                .map(|r| format!("— {}", r.lines().next().unwrap_or(r)))
+                .map(|r| format!("— {}", clean(r.lines().next().unwrap_or(r))))
                 .unwrap_or_default(),
             if ev.objects.is_empty() {
                 String::new()
             } else {
-                format!(" [{}]", ev.objects.join(", "))
+                format!(" [{}]", clean(&ev.objects.join(", ")))
             }
         );
         for w in &ev.workloads {
@@ -131,12 +132,12 @@ pub fn log(
                 let by: Vec<&str> = a.signers.iter().map(|s| s.identity.as_str()).collect();
                 println!(
                     "       {:<24} {}{}",
-                    w.id,
+                    clean(&w.id),
                     a.digest,
                     if by.is_empty() {
                         String::new()
                     } else {
-                        format!(" signed by {}", by.join(", "))
+                        format!(" signed by {}", clean(&by.join(", ")))
                     }
                 );
             }
