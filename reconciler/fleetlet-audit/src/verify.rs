@@ -12,7 +12,11 @@ use base64::Engine as _;
 use fleetlet_verify::cosign::TrustedKey;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
-use std::io::BufRead;
+use std::io::{BufRead, Read};
+
+/// Longest record accepted (entries are a few KiB; a release of many workloads, a few
+/// hundred).
+pub const MAX_LINE: u64 = 4 << 20;
 
 /// What an intact log holds.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -122,9 +126,18 @@ pub fn verify_with(
     let mut stacks = Stacks::default();
     loop {
         buf.clear();
-        let n = reader
+        // Capped: a hostile (even validly signed) export must not make one line take all
+        // the memory there is.
+        let n = (&mut reader)
+            .take(MAX_LINE + 1)
             .read_until(b'\n', &mut buf)
             .map_err(|e| Problem::Io(e.to_string()))?;
+        if n as u64 > MAX_LINE {
+            return Err(Problem::Truncated {
+                line: line_no + 1,
+                detail: format!("a line longer than {MAX_LINE} bytes"),
+            });
+        }
         if n == 0 {
             break;
         }

@@ -241,6 +241,18 @@ fn every_kind_of_tampering_is_found_and_named() {
         Box::new(|p| matches!(p, Problem::Version { line: 3, v: 2 })),
     ));
 
+    let mut huge = lines.clone();
+    huge[2] = huge[2].replacen(
+        "\"site\"",
+        &format!("\"pad\":\"{}\",\"site\"", "x".repeat(5 << 20)),
+        1,
+    );
+    cases.push((
+        "a line too long to be a record",
+        text(&huge),
+        Box::new(|p| matches!(p, Problem::Truncated { line: 3, detail } if detail.contains("longer than"))),
+    ));
+
     for (name, log, expect) in cases {
         match verify(log.as_bytes(), Some(&public)) {
             Ok(v) => panic!("{name}: accepted ({v:?})"),
