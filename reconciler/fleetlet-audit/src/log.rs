@@ -76,6 +76,35 @@ impl AuditLog {
         mirror: Option<&Path>,
     ) -> Result<AuditLog, AuditError> {
         let lines = journal.lines().map_err(AuditError::Journal)?;
+        Self::from_lines(site, journal, &lines, mirror)
+    }
+
+    /// [`open`](Self::open), also verifying the journal (the durable copy) as `fleetlet audit
+    /// verify` would — from the same read, so a start reads the journal once. A chain found
+    /// broken must never be signed over.
+    pub fn open_verified(
+        site: &str,
+        journal: Box<dyn Journal>,
+        mirror: Option<&Path>,
+        key: Option<&TrustedKey>,
+    ) -> Result<(AuditLog, Result<crate::Verified, crate::Problem>), AuditError> {
+        let lines = journal.lines().map_err(AuditError::Journal)?;
+        let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+        for l in &lines {
+            text.extend_from_slice(l);
+            text.push(b'\n');
+        }
+        let verified = crate::verify(&text[..], key);
+        drop(text);
+        Ok((Self::from_lines(site, journal, &lines, mirror)?, verified))
+    }
+
+    fn from_lines(
+        site: &str,
+        journal: Box<dyn Journal>,
+        lines: &[Vec<u8>],
+        mirror: Option<&Path>,
+    ) -> Result<AuditLog, AuditError> {
         let mut log = AuditLog {
             site: site.to_string(),
             journal,
@@ -113,7 +142,7 @@ impl AuditLog {
             }
         }
         if let Some(path) = mirror {
-            log.mirror = Some((path.to_path_buf(), sync_mirror(path, &lines)?));
+            log.mirror = Some((path.to_path_buf(), sync_mirror(path, lines)?));
         }
         Ok(log)
     }
@@ -126,18 +155,6 @@ impl AuditLog {
     /// not a first start.
     pub fn has_checkpoints(&self) -> bool {
         self.signed_before
-    }
-
-    /// Verifies the journal (the durable copy) as `fleetlet audit verify` would: a chain that
-    /// is broken must never be signed over.
-    pub fn check(&self, key: Option<&TrustedKey>) -> Result<crate::Verified, crate::Problem> {
-        let lines = self.journal.lines().map_err(crate::Problem::Io)?;
-        let mut text = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-        for l in &lines {
-            text.extend_from_slice(l);
-            text.push(b'\n');
-        }
-        crate::verify(&text[..], key)
     }
 
     /// The highest agent event number the log holds (0: none).
@@ -433,16 +450,25 @@ mod tests {
             [Some(2)]
         );
         assert_eq!(log.len(), 7);
-        assert_eq!(log.check(Some(&public)).unwrap().entries, 7);
+        let (_, intact) = AuditLog::open_verified(
+            "s1",
+            Box::new(MemJournal(log.journal.lines().unwrap())),
+            None,
+            Some(&public),
+        )
+        .unwrap();
+        assert_eq!(intact.unwrap().entries, 7);
         // A journal edited while the agent was down is found before anything is signed.
         let mut lines = log.journal.lines().unwrap();
         lines[1] = String::from_utf8(lines[1].clone())
             .unwrap()
             .replacen("\"c2\"", "\"cX\"", 1)
             .into_bytes();
-        let tampered = AuditLog::open("s1", Box::new(MemJournal(lines)), None).unwrap();
+        let (_, tampered) =
+            AuditLog::open_verified("s1", Box::new(MemJournal(lines)), None, Some(&public))
+                .unwrap();
         assert!(matches!(
-            tampered.check(Some(&public)),
+            tampered,
             Err(crate::Problem::Edited { seq: 2, .. })
         ));
         let verified =

@@ -32,7 +32,6 @@ pub fn format_time(t: i64) -> String {
     )
 }
 
-/// `s` with control characters (terminal escapes, newlines) shown as `?`.
 /// `s` safe for a terminal: control characters and the bidirectional overrides and isolates
 /// (which can make text read in another order than it is) become `?`.
 pub fn clean(s: &str) -> String {

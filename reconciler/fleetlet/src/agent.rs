@@ -57,27 +57,9 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// RFC 3339 UTC, without pulling a date crate in for one line of output.
+/// RFC 3339 UTC (the audit log's rendering, so every time fleetlet prints reads alike).
 pub fn format_time(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    fleetlet_audit::render::format_time(t)
 }
 
 fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
@@ -98,9 +80,22 @@ fn git_source_config(cfg: &AgentConfig) -> GitSourceConfig {
     c
 }
 
-/// Reads a fleet repo through Git at a branch or tag (for `fleetlet render --rev`).
-pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::RepoTree, String)> {
-    let tmp = tempfile::tempdir().context("creating a temporary mirror")?;
+/// The fleet repo fetched into a private mirror (a local path is fetched like a URL, so only
+/// committed state travels, as on a site).
+pub struct Fetched {
+    _dir: tempfile::TempDir,
+    pub mirror: std::path::PathBuf,
+    pub source: GitSource,
+    pub revision: fleetlet_engine::ports::Revision,
+    /// Whether `rev` named a branch (else a tag).
+    pub branch: bool,
+}
+
+pub fn fetch_repo(repo: &str, rev: &str, work: &Path) -> anyhow::Result<Fetched> {
+    let dir = tempfile::Builder::new()
+        .prefix(".git-")
+        .tempdir_in(work)
+        .context("creating a temporary mirror")?;
     let url = if Path::new(repo).exists() {
         Path::new(repo)
             .canonicalize()?
@@ -110,19 +105,22 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
         repo.to_string()
     };
     let mut last_err = None;
-    for follow in [
-        Follow::Branch(rev.to_string()),
-        Follow::TagPattern(rev.to_string()),
+    for (follow, branch) in [
+        (Follow::Branch(rev.to_string()), true),
+        (Follow::TagPattern(rev.to_string()), false),
     ] {
-        let mut source = GitSource::open(GitSourceConfig::new(
-            url.clone(),
-            follow,
-            tmp.path().join("git"),
-        ))?;
+        let mirror = dir.path().join(if branch { "branch" } else { "tag" });
+        let mut source =
+            GitSource::open(GitSourceConfig::new(url.clone(), follow, mirror.clone()))?;
         match source.poll(None) {
             Ok(p) => {
-                let commit = p.revision().commit.clone();
-                return Ok((source.read_tree(&commit)?, commit));
+                return Ok(Fetched {
+                    revision: p.revision().clone(),
+                    _dir: dir,
+                    mirror,
+                    source,
+                    branch,
+                });
             }
             Err(e) => last_err = Some(e),
         }
@@ -131,6 +129,13 @@ pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::Re
         "no branch or tag {rev:?} in {repo}: {}",
         last_err.map(|e| e.to_string()).unwrap_or_default()
     ))
+}
+
+/// Reads a fleet repo through Git at a branch or tag (for `fleetlet render --rev`).
+pub fn read_git_tree(repo: &str, rev: &str) -> anyhow::Result<(fleetlet_core::RepoTree, String)> {
+    let fetched = fetch_repo(repo, rev, &std::env::temp_dir())?;
+    let commit = fetched.revision.commit.clone();
+    Ok((fetched.source.read_tree(&commit)?, commit))
 }
 
 pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> anyhow::Result<()> {
@@ -151,29 +156,47 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         .context("opening the state store (is another agent running on this state dir?)")?;
     // The audit log: its journal beside the state record, its JSON Lines mirror for shippers,
     // its checkpoints signed with the site key (made now if this is the first start).
-    let mut audit = fleetlet_audit::AuditLog::open(
+    let key_path = state_dir.join(crate::site_key::SITE_KEY);
+    let existing_key = if key_path.exists() {
+        Some(crate::site_key::load_or_create(&state_dir).context("loading the site key")?)
+    } else {
+        None
+    };
+    let existing_pub = existing_key
+        .as_ref()
+        .map(|k| -> anyhow::Result<_> {
+            Ok(fleetlet_verify::cosign::TrustedKey::from_pem(
+                "site",
+                k.public_pem()?.as_bytes(),
+            )?)
+        })
+        .transpose()?;
+    // Checked (in the same read that opens it) before anything is signed over it: a chain
+    // someone edited while the agent was down must not be laundered by the next checkpoint.
+    // The site keeps running; the log keeps recording (the break stays visible to `fleetlet
+    // audit verify`), unsigned.
+    let (mut audit, intact) = fleetlet_audit::AuditLog::open_verified(
         &cfg.site.to_string(),
         Box::new(store.audit_journal().context("opening the audit journal")?),
         Some(&crate::audit_cmd::audit_path(&state_dir)),
+        existing_pub.as_ref(),
     )
     .context("opening the audit log")?;
     // A log signed before with a key that is now gone: making a new one would hide that (and
     // every later check would fail at the first old checkpoint). A human decides.
-    if audit.has_checkpoints() && !state_dir.join(crate::site_key::SITE_KEY).exists() {
+    if audit.has_checkpoints() && existing_key.is_none() {
         anyhow::bail!(
             "the audit log in {} has checkpoints signed by the site key, but {} is missing: \
              restore it from a backup (or move the log aside to start a new one)",
             state_dir.display(),
-            state_dir.join(crate::site_key::SITE_KEY).display()
+            key_path.display()
         );
     }
-    let site_key = crate::site_key::load_or_create(&state_dir).context("loading the site key")?;
-    // Checked before anything is signed over it: a chain someone edited while the agent was
-    // down must not be laundered by the next checkpoint. The site keeps running; the log
-    // keeps recording (the break stays visible to `fleetlet audit verify`), unsigned.
-    let site_pub =
-        fleetlet_verify::cosign::TrustedKey::from_pem("site", site_key.public_pem()?.as_bytes())?;
-    let sign_checkpoints = match audit.check(Some(&site_pub)) {
+    let site_key = match existing_key {
+        Some(k) => k,
+        None => crate::site_key::load_or_create(&state_dir).context("loading the site key")?,
+    };
+    let sign_checkpoints = match intact {
         Ok(_) => true,
         Err(problem) => {
             tracing::error!(%problem, "the audit log is damaged: no checkpoint will be signed over it");

@@ -11,7 +11,7 @@ use fleetlet_oci::{OciRegistry, wasm_artifact};
 use fleetlet_store::OciStore;
 use std::path::{Path, PathBuf};
 
-fn registries(config: Option<&Path>) -> anyhow::Result<RegistriesConfig> {
+pub fn registries(config: Option<&Path>) -> anyhow::Result<RegistriesConfig> {
     Ok(match config {
         Some(c) => AgentConfig::load(c)?.registries,
         None => RegistriesConfig::default(),

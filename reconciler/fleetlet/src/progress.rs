@@ -22,14 +22,7 @@ impl<'a, S> ProgressStore<'a, S> {
         } else {
             ProgressBar::hidden()
         };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(what.to_string());
+        styled(&bar, what);
         ProgressStore { inner, bar }
     }
 
@@ -124,14 +117,7 @@ impl CounterBar {
             let (counter, done, what) = (counter.clone(), done.clone(), what.to_string());
             std::thread::spawn(move || {
                 let bar = ProgressBar::new(total);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                bar.set_message(what);
+                styled(&bar, &what);
                 while !done.load(Ordering::Relaxed) {
                     bar.set_position(counter.load(Ordering::Relaxed));
                     std::thread::sleep(std::time::Duration::from_millis(100));
@@ -158,4 +144,16 @@ impl Drop for CounterBar {
             let _ = t.join();
         }
     }
+}
+
+/// The one look of fleetlet's byte-counting bars.
+fn styled(bar: &ProgressBar, what: &str) {
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
 }

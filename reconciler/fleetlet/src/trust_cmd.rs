@@ -2,7 +2,7 @@
 //! cosign. Keys are cosign's format, signatures cosign's key-based "simple signing" at
 //! `sha256-<hex>.sig`; `verify` runs the same checks as the agent's verify step.
 
-use crate::config::{AgentConfig, RegistriesConfig};
+use crate::config::AgentConfig;
 use crate::{Output, print_value};
 use anyhow::{Context, bail};
 use fleetlet_core::Digest;
@@ -92,13 +92,6 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn registries(config: Option<&Path>) -> anyhow::Result<RegistriesConfig> {
-    Ok(match config {
-        Some(c) => AgentConfig::load(c)?.registries,
-        None => RegistriesConfig::default(),
-    })
-}
-
 /// Where an artifact lives for signing and verifying: a registry, or a local OCI layout.
 enum Target {
     Registry(Box<OciRegistry>, RegistryRef),
@@ -114,7 +107,7 @@ impl Target {
         Ok(match reference.parse::<ArtifactRef>()? {
             ArtifactRef::Registry(r) => Target::Registry(
                 Box::new(OciRegistry::new(
-                    registries(config)?.to_adapter(),
+                    crate::oci_cmd::registries(config)?.to_adapter(),
                     rt.handle().clone(),
                 )?),
                 r,

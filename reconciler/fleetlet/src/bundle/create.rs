@@ -5,7 +5,6 @@
 //! or where the bundle was made.
 
 use super::{ArtifactMeta, Meta, PACK_ENTRY, ReleaseMeta, TagMeta, human_bytes};
-use crate::config::{AgentConfig, RegistriesConfig};
 use crate::progress::ProgressStore;
 use crate::{Output, print_value};
 use anyhow::{Context, anyhow, bail};
@@ -14,9 +13,8 @@ use fleetlet_core::load::load_fleet;
 use fleetlet_core::reference::{ArtifactRef, RegistryRef};
 use fleetlet_engine::artifacts::{Platform, fetch_signatures, pull, resolve};
 use fleetlet_engine::engine::desired_state;
-use fleetlet_engine::ports::{Revision, Source};
+use fleetlet_engine::ports::Source;
 use fleetlet_engine::registry::{Descriptor, Registry};
-use fleetlet_git::{Follow, GitSource, GitSourceConfig};
 use fleetlet_store::OciStore;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,56 +33,6 @@ pub struct CreateArgs {
     pub platform: Option<String>,
     pub branch: Option<String>,
     pub output: Output,
-}
-
-/// The fleet repo fetched into a private mirror (a local path is fetched like a URL, so only
-/// committed state travels, as on a site).
-struct Fetched {
-    _dir: tempfile::TempDir,
-    mirror: PathBuf,
-    source: GitSource,
-    revision: Revision,
-    branch: bool,
-}
-
-fn fetch_repo(repo: &str, rev: &str, work: &Path) -> anyhow::Result<Fetched> {
-    let dir = tempfile::Builder::new()
-        .prefix(".git-")
-        .tempdir_in(work)
-        .context("creating a temporary mirror")?;
-    let url = if Path::new(repo).exists() {
-        Path::new(repo)
-            .canonicalize()?
-            .to_string_lossy()
-            .into_owned()
-    } else {
-        repo.to_string()
-    };
-    let mut last_err = None;
-    for (follow, branch) in [
-        (Follow::Branch(rev.to_string()), true),
-        (Follow::TagPattern(rev.to_string()), false),
-    ] {
-        let mirror = dir.path().join(if branch { "branch" } else { "tag" });
-        let mut source =
-            GitSource::open(GitSourceConfig::new(url.clone(), follow, mirror.clone()))?;
-        match source.poll(None) {
-            Ok(p) => {
-                return Ok(Fetched {
-                    revision: p.revision().clone(),
-                    _dir: dir,
-                    mirror,
-                    source,
-                    branch,
-                });
-            }
-            Err(e) => last_err = Some(e),
-        }
-    }
-    Err(anyhow!(
-        "no branch or tag {rev:?} in {repo}: {}",
-        last_err.map(|e| e.to_string()).unwrap_or_default()
-    ))
 }
 
 /// `k=v,k2=v2`: every pair must match.
@@ -149,13 +97,6 @@ fn read_inventory(path: &Path) -> anyhow::Result<BTreeSet<Digest>> {
     Ok(inv.blobs.into_iter().collect())
 }
 
-pub fn registries(config: Option<&Path>) -> anyhow::Result<RegistriesConfig> {
-    Ok(match config {
-        Some(c) => AgentConfig::load(c)?.registries,
-        None => RegistriesConfig::default(),
-    })
-}
-
 pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
     let key = crate::trust_cmd::load_signing_key(&args.key)?;
     let platform = match &args.platform {
@@ -174,7 +115,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
         .tempdir_in(&out_dir)
         .with_context(|| format!("creating a work directory in {}", out_dir.display()))?;
 
-    let fetched = fetch_repo(&args.repo, &args.rev, work.path())?;
+    let fetched = crate::agent::fetch_repo(&args.repo, &args.rev, work.path())?;
     let commit = fetched.revision.commit.clone();
     let tree = fetched
         .source
@@ -222,7 +163,7 @@ pub fn run(args: CreateArgs) -> anyhow::Result<bool> {
 
     let rt = crate::oci_cmd::runtime()?;
     let registry = fleetlet_oci::OciRegistry::new(
-        registries(args.config.as_deref())?.to_adapter(),
+        crate::oci_cmd::registries(args.config.as_deref())?.to_adapter(),
         rt.handle().clone(),
     )
     .context("configuring registry access")?;
