@@ -329,7 +329,8 @@ fn names(dir: &Path) -> Vec<String> {
 struct Snapshot {
     git: Vec<(String, u64, Digest)>,
     oci: Vec<(String, u64, Digest)>,
-    /// The state dir's own entries (names only: status.json and the like are rewritten).
+    /// The state dir's own entries (names only: status.json and the like are rewritten, and
+    /// their `.status.json.*.tmp` while a write is in flight is left out).
     top: Vec<String>,
 }
 
@@ -338,7 +339,10 @@ impl Snapshot {
         Snapshot {
             git: contents(&state.join("git")),
             oci: contents(&state.join("oci")),
-            top: names(state),
+            top: names(state)
+                .into_iter()
+                .filter(|n| !(n.starts_with('.') && n.ends_with(".tmp")))
+                .collect(),
         }
     }
 }

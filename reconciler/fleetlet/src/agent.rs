@@ -154,6 +154,9 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
 
     let store = SledStateStore::open(&state_dir.join("db"))
         .context("opening the state store (is another agent running on this state dir?)")?;
+    // Only now that the state store's lock is ours: a temp file is another agent's write in flight
+    // until then, and after it, one a kill -9 left behind.
+    sweep_temp_files(&state_dir);
     // The audit log: its journal beside the state record, its JSON Lines mirror for shippers,
     // its checkpoints signed with the site key (made now if this is the first start).
     let key_path = state_dir.join(crate::site_key::SITE_KEY);
@@ -632,14 +635,46 @@ where
     status
 }
 
+/// Temp files of [`write_atomic`] are named `.<file>.<random>.tmp`, so a sweep at start can
+/// tell them from everything else and readers of the state dir can ignore them.
+const TEMP_SUFFIX: &str = ".tmp";
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(TEMP_SUFFIX)
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes `.<file>.<random>.tmp` files a killed [`write_atomic`] left in `dir`.
+fn sweep_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.')
+            && name.ends_with(TEMP_SUFFIX)
+            && name.len() > TEMP_SUFFIX.len() + 1
+        {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    info!(file = %entry.path().display(), "removed a temp file left by a killed write")
+                }
+                Err(e) => {
+                    warn!(file = %entry.path().display(), error = %e, "removing a stale temp file")
+                }
+            }
+        }
+    }
 }
 
 fn watch_repo(
@@ -733,4 +768,43 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         )],
         s.metrics.encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_writes_leave_nothing_but_the_file_and_the_sweep_takes_only_their_temps() {
+        let dir = tempfile::tempdir().unwrap();
+        let status = dir.path().join(STATUS_FILE);
+        write_atomic(&status, b"{}").unwrap();
+        write_atomic(&status, b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read(&status).unwrap(), b"{\"a\":1}");
+        let names = |d: &Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(dir.path()), [STATUS_FILE]);
+
+        // What a kill -9 between create and rename leaves, beside files the sweep must keep.
+        for name in [
+            ".status.json.Ab12Cd.tmp",
+            ".lock",
+            "site.key",
+            "x.tmp",
+            ".tmp",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        sweep_temp_files(dir.path());
+        assert_eq!(
+            names(dir.path()),
+            [".lock", ".tmp", "site.key", STATUS_FILE, "x.tmp"]
+        );
+    }
 }
