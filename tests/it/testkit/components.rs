@@ -72,12 +72,27 @@ pub fn probe_cmd() -> PathBuf {
     v1_dir().join("probe-cmd.wasm")
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, and never handed out before in this process.
+///
+/// The kernel may give the same ephemeral port to two binds in a row once the first is closed,
+/// so a test asking for two ports could get one twice (seen in CI: two workloads "claiming" one
+/// port). Remembering what was handed out rules that out; a clash with another process remains
+/// possible but needs that process to bind the port in the moment between.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral port")
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding an ephemeral port");
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 /// `GET path` with `Connection: close`; returns (status, body). Times out after 10 s.

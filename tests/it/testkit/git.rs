@@ -197,9 +197,9 @@ impl TestRepo {
     }
 }
 
-/// A port nobody listens on right now (bound then released; the race is harmless in tests).
+/// A port nobody listens on right now ([`super::components::free_port`], never the same twice).
 pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(super::components::free_port())
 }
 
 fn wait_for_port(port: u16, child: &mut Child) -> Result<()> {
