@@ -421,6 +421,56 @@ fn a_signed_bundle_brings_an_air_gapped_site_up_and_a_delta_moves_it_on() {
     assert!(agent.terminate().success());
 }
 
+/// Starts `fleetlet bundle import` of a named pipe carrying the bundle made of `parts`, lets it
+/// read the head (the command's size check) and kills it (-9) once it is importing, waiting for
+/// more. Checks nothing was published; returns the pipe's name.
+fn kill_an_import_midway(config: &Path, site: &Path, parts: &[PathBuf]) -> String {
+    use std::io::Write;
+    let fifo = site.join("stuck.bundle");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let bytes: Vec<u8> = parts
+        .iter()
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    let mut child = Command::new(fleetlet_bin())
+        .args(["bundle", "import", "--config"])
+        .arg(config)
+        .arg(&fifo)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The head read (which may stop early: a broken pipe is expected).
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&fifo)
+                .and_then(|mut f| f.write_all(&bytes));
+        })
+    };
+    writer.join().unwrap();
+    // Then the import proper opens the pipe again, and waits for a writer that never comes.
+    let marker = site.join("state/bundles/attempt.json");
+    let deadline = Instant::now() + T;
+    while !marker.exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the import ended ({status}) before it was killed");
+        }
+        assert!(Instant::now() < deadline, "the import never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(marker.exists(), "a killed import leaves its marker");
+    let git_head = site.join("state/git/refs/heads/main");
+    assert!(!git_head.exists(), "nothing was published");
+    std::fs::remove_file(&fifo).unwrap();
+    "stuck.bundle".to_string()
+}
+
 #[test]
 fn a_split_bundle_waits_for_its_last_part_and_imports_by_hand_too() {
     let mut fleet = Fleet::new();
@@ -458,6 +508,9 @@ fn a_split_bundle_waits_for_its_last_part_and_imports_by_hand_too() {
     // By hand, on a site with no agent running: every part, in any order.
     let by_hand = tempfile::tempdir().unwrap();
     let config = fleet.site_config("store-2", by_hand.path(), None);
+    // But first an import killed mid-way (kill -9 while it waits on a pipe that stalls like a
+    // failing USB stick): nothing of it is published, and the next import records it.
+    let stuck = kill_an_import_midway(&config, by_hand.path(), &parts);
     let mut reversed: Vec<&str> = parts.iter().rev().map(|p| p.to_str().unwrap()).collect();
     let mut args = vec![
         "bundle",
@@ -470,6 +523,24 @@ fn a_split_bundle_waits_for_its_last_part_and_imports_by_hand_too() {
     args.append(&mut reversed);
     let imported: Value = serde_json::from_str(&ok(&args)).unwrap();
     assert_eq!(imported["commit"], c1.as_str(), "{imported:#}");
+    let records: Vec<Value> =
+        std::fs::read_to_string(by_hand.path().join("state/bundles/imports.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    assert_eq!(records.len(), 2, "{records:#?}");
+    assert_eq!(records[0]["outcome"], "interrupted", "{records:#?}");
+    assert_eq!(records[0]["files"], serde_json::json!([stuck]));
+    assert!(
+        records[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("never finished"),
+        "{records:#?}"
+    );
+    assert_eq!(records[1]["outcome"], "imported", "{records:#?}");
+    assert!(!by_hand.path().join("state/bundles/attempt.json").exists());
     assert_eq!(
         imported["commitSigners"][0]["identity"], "alice",
         "{imported:#}"

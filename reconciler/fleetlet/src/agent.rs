@@ -520,6 +520,7 @@ fn import_from_inbox(
         max_unpacked: crate::bundle::cli::max_unpacked(cfg),
         k3s: cfg.runtimes.k3s.is_some(),
         branch: &branch,
+        interrupt_limit: Some(crate::bundle::attempt::INBOX_LIMIT),
     };
     use crate::bundle::import::ImportError;
     // A delta copied in together with its base may come first by name: it is tried again

@@ -131,6 +131,7 @@ fn import_cmd(
         max_unpacked: max_unpacked(&cfg),
         k3s: cfg.runtimes.k3s.is_some(),
         branch: &branch,
+        interrupt_limit: None,
     };
     let total = fleetlet_bundle::BundleReader::inspect(files)
         .map(|(m, _)| m.total_size())

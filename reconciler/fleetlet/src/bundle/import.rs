@@ -15,7 +15,7 @@
 //! A rejection at any step leaves the site as it was (the staging directory is removed) and is
 //! recorded in `bundles/imports.jsonl` with its reason.
 
-use super::{BLOB_PREFIX, Meta, OCI_DIR, PACK_ENTRY, blob_digest, human_bytes};
+use super::{BLOB_PREFIX, Meta, OCI_DIR, PACK_ENTRY, attempt, blob_digest, human_bytes};
 use fleetlet_bundle::{BundleError, BundleReader, Limits};
 use fleetlet_engine::artifacts::Platform;
 use fleetlet_engine::ports::Source;
@@ -48,6 +48,9 @@ pub struct Site<'a> {
     pub k3s: bool,
     /// The branch this site accepts releases on (`main`).
     pub branch: &'a str,
+    /// After this many interrupted imports of the same files, refuse them (the inbox: see
+    /// [`super::attempt`]); None for a hand-run import, where a person is there to decide.
+    pub interrupt_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,6 +209,38 @@ pub fn import(
         .map_err(|e| local(&format!("creating {}", bundles.display()), e))?;
     let _lock = lock(&bundles, wait)?;
     sweep_staging(&bundles);
+    let files = attempt::stamps(parts);
+    let left = attempt::left_over(&bundles).filter(|a| !finished(&bundles, a));
+    if let Some(left) = &left {
+        record_interrupted(&bundles, left);
+    }
+    let interrupted = attempt::interrupted_count(&files, left.as_ref());
+    if let Some(limit) = site.interrupt_limit
+        && interrupted >= limit
+    {
+        let result = Err(ImportError::Rejected(format!(
+            "importing this bundle was interrupted {interrupted} times (the agent was killed \
+             or the machine lost power while importing it), so it is set aside to keep the \
+             site running; to try again, copy it into the inbox anew or run `fleetlet bundle \
+             import` by hand"
+        )));
+        record(&bundles, parts, &result);
+        end_attempt(&bundles);
+        return result;
+    }
+    let marker = attempt::Attempt {
+        files,
+        started: crate::agent::now(),
+        interrupted_before: interrupted,
+        log_len: log_len(&bundles),
+    };
+    // Without the marker a kill would go unnoticed: the site's own fault, like a full disk.
+    attempt::begin(&bundles, &marker).map_err(|e| {
+        local(
+            &format!("writing {}", bundles.join(attempt::ATTEMPT_FILE).display()),
+            e,
+        )
+    })?;
     let result = match import_locked(parts, site, &bundles, progress) {
         // Only a split bundle may still be missing its last part; a single file that ends
         // early is simply broken.
@@ -214,22 +249,67 @@ pub fn import(
         }
         other => other,
     };
+    // Recorded before the marker goes: a crash in between shows as finished (see `finished`).
     record(&bundles, parts, &result);
+    end_attempt(&bundles);
     result
 }
 
-/// Staging directories left by an import that was killed (the lock is held, so none is in
-/// use).
+fn end_attempt(bundles: &Path) {
+    if let Err(e) = attempt::end(bundles) {
+        tracing::warn!(error = %e, "removing {}", bundles.join(attempt::ATTEMPT_FILE).display());
+    }
+}
+
+/// Whether the import a marker names did finish: it recorded its outcome (the process died
+/// between recording and removing the marker).
+fn finished(bundles: &Path, left: &attempt::Attempt) -> bool {
+    log_len(bundles) > left.log_len
+}
+
+fn log_len(bundles: &Path) -> u64 {
+    std::fs::metadata(bundles.join(IMPORTS_LOG)).map_or(0, |m| m.len())
+}
+
+/// Outcome of an import that never finished.
+pub const INTERRUPTED: &str = "interrupted";
+
+fn record_interrupted(bundles: &Path, left: &attempt::Attempt) {
+    let started = if left.started > 0 {
+        format!("started {}", crate::agent::format_time(left.started))
+    } else {
+        "its marker is unreadable".to_string()
+    };
+    tracing::warn!(files = ?left.names(), "an earlier import never finished ({started})");
+    append_record(
+        bundles,
+        &ImportRecord {
+            at: crate::agent::now(),
+            files: left.names(),
+            outcome: INTERRUPTED.into(),
+            commit: None,
+            reason: Some(format!(
+                "the import {started} never finished: the agent or the command was killed, or \
+                 the machine lost power; nothing of it was published"
+            )),
+            bundle_signer: None,
+        },
+    );
+}
+
+/// Staging directories (and half-written attempt markers) left by an import that was killed
+/// (the lock is held, so none is in use).
 fn sweep_staging(bundles: &Path) {
     let Ok(entries) = std::fs::read_dir(bundles) else {
         return;
     };
     for e in entries.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(".fleetlet-bundle-")
-        {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".fleetlet-bundle-") {
             let _ = std::fs::remove_dir_all(e.path());
+        } else if name.starts_with(".attempt.") {
+            let _ = std::fs::remove_file(e.path());
         }
     }
 }
@@ -563,8 +643,9 @@ pub struct ImportRecord {
     pub at: i64,
     /// The bundle's files as they were named in the inbox or on the command line.
     pub files: Vec<String>,
-    /// `imported`, `rejected`, `incomplete` (a split bundle still missing parts) or `failed`
-    /// (the site's own fault, such as a full disk).
+    /// `imported`, `rejected`, `incomplete` (a split bundle still missing parts), `failed`
+    /// (the site's own fault, such as a full disk) or `interrupted` (an import that never
+    /// finished: the process was killed; recorded by the next import).
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -607,8 +688,12 @@ fn record(bundles: &Path, parts: &[PathBuf], result: &Result<Imported, ImportErr
             bundle_signer: None,
         },
     };
+    append_record(bundles, &rec);
+}
+
+fn append_record(bundles: &Path, rec: &ImportRecord) {
     let path = bundles.join(IMPORTS_LOG);
-    let line = serde_json::to_string(&rec).unwrap_or_default();
+    let line = serde_json::to_string(rec).unwrap_or_default();
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -632,4 +717,154 @@ pub fn read_records(state_dir: &Path, since: Option<i64>) -> Vec<ImportRecord> {
         .filter_map(|l| serde_json::from_str::<ImportRecord>(l).ok())
         .filter(|r| since.is_none_or(|s| r.at >= s))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        policy: TrustPolicy,
+        store: OciStore,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            // Nothing here gets as far as the policy: any will do.
+            let config =
+                serde_yaml::from_str("{artifacts: {require: none}, commits: {require: none}}")
+                    .unwrap();
+            let policy = TrustPolicy::load(&config, dir.path()).unwrap();
+            let store = OciStore::open(&dir.path().join("oci")).unwrap();
+            Fixture { dir, policy, store }
+        }
+
+        fn site(&self, interrupt_limit: Option<u32>) -> Site<'_> {
+            Site {
+                name: "store-1",
+                state_dir: self.dir.path(),
+                policy: &self.policy,
+                store: &self.store,
+                max_unpacked: 1 << 20,
+                k3s: false,
+                branch: "main",
+                interrupt_limit,
+            }
+        }
+
+        fn bundles(&self) -> PathBuf {
+            self.dir.path().join(BUNDLES_DIR)
+        }
+
+        fn bundle(&self, name: &str) -> PathBuf {
+            let path = self.dir.path().join(name);
+            std::fs::write(&path, b"not a bundle").unwrap();
+            path
+        }
+
+        /// The marker an import of `parts` leaves when it is killed after `before` earlier
+        /// interrupted attempts.
+        fn killed(&self, parts: &[PathBuf], before: u32) {
+            std::fs::create_dir_all(self.bundles()).unwrap();
+            let marker = attempt::Attempt {
+                files: attempt::stamps(parts),
+                started: crate::agent::now(),
+                interrupted_before: before,
+                log_len: log_len(&self.bundles()),
+            };
+            attempt::begin(&self.bundles(), &marker).unwrap();
+        }
+
+        fn outcomes(&self) -> Vec<(String, Vec<String>)> {
+            read_records(self.dir.path(), None)
+                .into_iter()
+                .map(|r| (r.outcome, r.files))
+                .collect()
+        }
+    }
+
+    fn owned(v: &[(&str, &[&str])]) -> Vec<(String, Vec<String>)> {
+        v.iter()
+            .map(|(o, f)| (o.to_string(), f.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_killed_import_is_recorded_by_the_next_and_the_inbox_gives_up_at_the_limit() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        let parts = std::slice::from_ref(&bad);
+
+        // First interruption: recorded, and the bundle is tried again (and fails on its own).
+        f.killed(parts, 0);
+        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
+        assert!(!err.to_string().contains("interrupted"), "{err}");
+        assert_eq!(
+            f.outcomes(),
+            owned(&[
+                ("interrupted", &["r.fleetbundle"]),
+                ("rejected", &["r.fleetbundle"])
+            ])
+        );
+        assert_eq!(attempt::left_over(&f.bundles()), None, "marker removed");
+
+        // Killed a second time: the inbox sets it aside without opening it.
+        f.killed(parts, 1);
+        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
+        let ImportError::Rejected(reason) = &err else {
+            panic!("{err:?}")
+        };
+        assert!(reason.contains("interrupted 2 times"), "{reason}");
+        assert_eq!(f.outcomes().len(), 4);
+        assert_eq!(f.outcomes()[2].0, "interrupted");
+        assert_eq!(attempt::left_over(&f.bundles()), None);
+
+        // A person running it by hand is not stopped by the count.
+        f.killed(parts, 5);
+        let err = import(parts, &f.site(None), None, true).unwrap_err();
+        assert!(!err.to_string().contains("interrupted"), "{err}");
+
+        // A fresh copy of the file starts the count again.
+        f.killed(parts, 1);
+        let copy = f.bundle("copy");
+        std::fs::rename(&copy, &bad).unwrap();
+        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
+        assert!(!err.to_string().contains("interrupted"), "{err}");
+    }
+
+    #[test]
+    fn an_import_that_recorded_its_outcome_before_dying_is_not_counted_as_interrupted() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        let parts = std::slice::from_ref(&bad);
+        f.killed(parts, 0);
+        // Its outcome reached the log; only the marker's removal was lost.
+        record(&f.bundles(), parts, &Err(ImportError::Rejected("x".into())));
+        import(parts, &f.site(Some(1)), None, true).unwrap_err();
+        assert_eq!(
+            f.outcomes(),
+            owned(&[
+                ("rejected", &["r.fleetbundle"]),
+                ("rejected", &["r.fleetbundle"])
+            ])
+        );
+    }
+
+    #[test]
+    fn a_half_written_marker_is_swept() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        std::fs::create_dir_all(f.bundles()).unwrap();
+        std::fs::write(f.bundles().join(".attempt.XyZ123"), b"{\"fi").unwrap();
+        import(std::slice::from_ref(&bad), &f.site(Some(1)), None, true).unwrap_err();
+        let mut names: Vec<_> = std::fs::read_dir(f.bundles())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".lock", IMPORTS_LOG]);
+        assert_eq!(f.outcomes(), owned(&[("rejected", &["r.fleetbundle"])]));
+    }
 }

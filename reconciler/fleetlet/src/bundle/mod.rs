@@ -14,6 +14,7 @@
 //! oci/blobs/sha256/<hex>          signatures as `sha256-<hex>.sig`, referrers as `sha256-<hex>`
 //! ```
 
+pub mod attempt;
 pub mod cli;
 pub mod create;
 pub mod import;
