@@ -163,10 +163,13 @@ fn agent_follows_commits_over_git_daemon_and_keeps_last_known_good() {
         metrics.contains("fleetlet_reconciles_total{outcome=\"applied\"}"),
         "{metrics}"
     );
-    assert!(
-        metrics.contains("fleetlet_reconcile_errors_total{stage=\"validate\"} 1"),
-        "{metrics}"
-    );
+    // Every cycle that met the refused commit counts (how many ran depends on the machine).
+    let validate_errors: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("fleetlet_reconcile_errors_total{stage=\"validate\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no validate errors counted:\n{metrics}"));
+    assert!(validate_errors >= 1, "{metrics}");
     assert!(
         metrics.contains("fleetlet_workloads{state=\"running\"} 1"),
         "{metrics}"
@@ -279,7 +282,7 @@ fn local_repo_changes_trigger_an_immediate_reconcile() {
 #[test]
 fn runaway_components_are_cut_off_while_others_keep_serving() {
     let (p1, p2) = (free_port(), free_port());
-    let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 2s}\n";
+    let limits = "      limits: {memory: 16Mi, cpuTimePerRequest: 5s}\n";
     let LocalSite {
         agent,
         _work,
@@ -299,7 +302,8 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
         (http_get(a1, "/spin").map(|r| r.0), t.elapsed())
     });
     // Give the spinning request time to be running, then check that the other workload and
-    // the same one keep answering while it spins (its budget is 2 s).
+    // the same one keep answering while it spins (its budget is 5 s: long enough for the
+    // requests below on a busy machine).
     std::thread::sleep(Duration::from_millis(300));
     for _ in 0..20 {
         assert_eq!(http_get(a2, "/").unwrap().0, 200);
@@ -309,8 +313,8 @@ fn runaway_components_are_cut_off_while_others_keep_serving() {
     let (spin, took) = spinner.join().unwrap();
     assert!(matches!(spin, Ok(code) if code >= 500), "{spin:?}");
     assert!(
-        took >= Duration::from_millis(1500) && took < Duration::from_secs(15),
-        "spin was cut off after {took:?}, budget 2 s"
+        took >= Duration::from_millis(4500) && took < Duration::from_secs(20),
+        "spin was cut off after {took:?}, budget 5 s"
     );
     // Unbounded allocation hits the 16 MiB limit.
     let allocator = std::thread::spawn(move || http_get(a1, "/alloc").map(|r| r.0));

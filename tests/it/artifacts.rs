@@ -6,7 +6,8 @@ use crate::testkit::agent::{Agent, fleetlet, http_app, site_yaml, wait_body, wri
 use crate::testkit::components::{free_port, probe_http, probe_http_v2};
 use crate::testkit::git::TestRepo;
 use crate::testkit::registry::TestRegistry;
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -209,17 +210,32 @@ fn pulls_killed_at_random_moments_leave_no_corrupt_blob_and_resume() {
         seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let delay = Duration::from_millis(5 + (seed >> 33) % 250);
+        let delay = Duration::from_millis((seed >> 33) % 120);
+        let tmp_dir = state.join("oci/.tmp");
+        let temps = |dir: &Path| -> Vec<std::ffi::OsString> {
+            std::fs::read_dir(dir)
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default()
+        };
+        let before = temps(&tmp_dir);
         let mut child = std::process::Command::new(bin)
             .args(["pull", &image, "--state-dir", state_s, "-q"])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // The kill lands a random moment after a download began, not after the process
+        // started: on a busy machine starting it can take longer than any fixed delay.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none()
+            && temps(&tmp_dir).iter().all(|t| before.contains(t))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         std::thread::sleep(delay);
         let _ = child.kill();
         let _ = child.wait();
-        let tmp_dir = state.join("oci/.tmp");
         if std::fs::read_dir(&tmp_dir).is_ok_and(|mut d| d.next().is_some()) {
             mid_write += 1;
         }

@@ -174,7 +174,7 @@ impl Fleet {
             &config,
             format!(
                 "apiVersion: fleetlet.dev/v1alpha1\nkind: AgentConfig\nsite: {site}\nstateDir: {state}\n\
-                 source:\n  bundles:\n{inbox}    settle: 300ms\n    interval: 500ms\n\
+                 source:\n  bundles:\n{inbox}    settle: 1s\n    interval: 500ms\n\
                  runtimes:\n  wasm:\n    bindAddress: 127.0.0.1\nlisten:\n  status: 127.0.0.1:{status_port}\n\
                  trust:\n  keys: {{release: {release}, courier: {courier}}}\n\
                  \x20 commitSigners: {{allowedSigners: {allowed}}}\n\
@@ -193,7 +193,8 @@ impl Fleet {
 }
 
 /// Copies `files` into `inbox` the way a slow USB copy would: the first half, a pause longer
-/// than nothing but shorter than the settle time, then the rest.
+/// than nothing but well short of the settle time (1 s: the margin is for a busy machine), then
+/// the rest.
 pub(crate) fn drop_into(inbox: &Path, files: &[PathBuf]) {
     for f in files {
         let bytes = std::fs::read(f).unwrap();
@@ -207,6 +208,17 @@ pub(crate) fn drop_into(inbox: &Path, files: &[PathBuf]) {
             .open(&target)
             .unwrap();
         file.write_all(&bytes[half..]).unwrap();
+    }
+}
+
+/// Puts `files` into `inbox` whole at once, as a copy tool that writes a temporary name and
+/// renames it does: for tests about what a bundle holds, not how it arrives.
+pub(crate) fn place_into(inbox: &Path, files: &[PathBuf]) {
+    for f in files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let temp = inbox.join(format!(".{name}.tmp"));
+        std::fs::copy(f, &temp).unwrap();
+        std::fs::rename(&temp, inbox.join(&name)).unwrap();
     }
 }
 

@@ -5,7 +5,7 @@
 //! reason naming the problem, and leave the site exactly as it was: same Git mirror and
 //! artifact store, same applied commit, the workload still serving, no staging left behind.
 
-use super::bundle::{Fleet, PASSWORD, T, applied, drop_into, keygen, ok, tree_digest, wait_filed};
+use super::bundle::{Fleet, PASSWORD, T, applied, keygen, ok, place_into, tree_digest, wait_filed};
 use crate::testkit::agent::{Agent, wait_body};
 use crate::testkit::components::{probe_http, probe_http_v2};
 use fleetlet_bundle::{Manifest, ManifestEntry};
@@ -412,7 +412,7 @@ impl Site<'_> {
         let before = Snapshot::take(self.state);
         let records_before = records(self.state).len();
 
-        drop_into(self.inbox, std::slice::from_ref(&case.bundle));
+        place_into(self.inbox, std::slice::from_ref(&case.bundle));
         let sub = verdict(self.inbox, &name);
         assert_eq!(
             sub,
@@ -574,14 +574,17 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
     let inbox = site_dir.path().join("inbox");
     let config = fleet.site_config("store-1", site_dir.path(), Some(&inbox));
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(
-        "    settle: 300ms\n",
+    // Bundles are placed whole (`place_into`), so a short settle time is safe here.
+    let settled = text.replace(
+        "    settle: 1s\n",
         &format!("    settle: 300ms\n    maxSize: {MAX_SIZE}\n"),
     );
+    assert_ne!(settled, text, "the site config changed shape");
+    let text = settled;
     std::fs::write(&config, text).unwrap();
     let agent = Agent::start(&config);
     agent.wait_status(T, "agent up, nothing imported", |s| s["site"] == "store-1");
-    drop_into(&inbox, std::slice::from_ref(&r2));
+    place_into(&inbox, std::slice::from_ref(&r2));
     let note = wait_filed(&agent, &inbox, "done", "r2.bundle");
     assert!(note.starts_with("imported: commit "), "{note}");
     agent.wait_status(T, "release two applied from the bundle", applied(&c2));
@@ -961,7 +964,7 @@ fn bundle_corpus_every_bad_bundle_is_rejected_and_the_site_is_unchanged() {
         &craft.manifest_replacing("oci/index.json", &padded),
         craft.entries_with(|e| e[index_at] = Raw::file("oci/index.json", padded.clone())),
     );
-    drop_into(&inbox, std::slice::from_ref(&bundle));
+    place_into(&inbox, std::slice::from_ref(&bundle));
     let note = wait_filed(&agent, &inbox, "done", "extra-index-entry.bundle");
     assert!(note.starts_with("imported: "), "{note}");
     let site_index = std::fs::read_to_string(state.join("oci/index.json")).unwrap();

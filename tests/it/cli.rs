@@ -33,13 +33,7 @@ fn example_repo() -> &'static Path {
         );
         let tmp = tempfile::tempdir().unwrap();
         let dst = tmp.path().join("fleet");
-        let st = Command::new("cp")
-            .arg("-r")
-            .arg(&src)
-            .arg(&dst)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        copy_without_target(&src, &dst);
         std::fs::copy(
             src.join("components/hello-http/target/wasm32-wasip2/release/hello_http.wasm"),
             dst.join("components/hello-http.wasm"),
@@ -48,6 +42,26 @@ fn example_repo() -> &'static Path {
         (tmp, dst)
     })
     .1
+}
+
+/// Copies the tree at `src` except Cargo's `target/` directories, which another test process's
+/// build of the same component may be writing to.
+fn copy_without_target(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        let (from, to) = (entry.path(), dst.join(entry.file_name()));
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            if entry.file_name() != "target" {
+                copy_without_target(&from, &to);
+            }
+        } else if kind.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from).unwrap(), &to).unwrap();
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
 }
 
 #[test]

@@ -607,7 +607,16 @@ fn a_restart_reverifies_offline_from_the_store() {
         ["ops"],
         "{s:#}"
     );
-    let logs = agent.logs()[before..].to_string();
+    // The status above may still be the old agent's (written at its shutdown), and the log
+    // line comes once the restore returns: wait for it.
+    let deadline = Instant::now() + T;
+    let logs = loop {
+        let logs = agent.logs()[before..].to_string();
+        if logs.contains("restored the applied release") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         logs.contains("restored the applied release") && !logs.contains("could not restore"),
         "{logs}"

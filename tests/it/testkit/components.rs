@@ -74,16 +74,31 @@ pub fn probe_cmd() -> PathBuf {
 
 /// A port that was free a moment ago on 127.0.0.1, and never handed out before in this process.
 ///
-/// The kernel may give the same ephemeral port to two binds in a row once the first is closed,
-/// so a test asking for two ports could get one twice (seen in CI: two workloads "claiming" one
-/// port). Remembering what was handed out rules that out; a clash with another process remains
-/// possible but needs that process to bind the port in the moment between.
+/// Under nextest each running test has a slot number no other running test holds at the same
+/// time (`NEXTEST_TEST_GLOBAL_SLOT`): ports come from that slot's own block, below the kernel's
+/// ephemeral range, so another test's process cannot be handed the same one, nor can the kernel
+/// give it to anyone's outgoing connection, in the seconds between choosing a port and a server
+/// binding it. Elsewhere (plain `cargo test`) the kernel picks. Either way a port is never
+/// handed out twice in one process: the kernel may give the same ephemeral port to two binds in
+/// a row once the first is closed (seen in CI: two workloads "claiming" one port).
 pub fn free_port() -> u16 {
     use std::collections::HashSet;
     use std::sync::Mutex;
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     let given = given.get_or_insert_with(HashSet::new);
+    if let Some((start, len)) = slot_block() {
+        // Start at a point of the block that differs from one test process to the next, so a
+        // port the slot's previous test used (perhaps still in TIME_WAIT) is rarely the first.
+        let offset = std::process::id() as usize % len;
+        for i in 0..len {
+            let port = start + ((offset + i) % len) as u16;
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return port;
+            }
+        }
+    }
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -93,6 +108,22 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// This test's block of ports under nextest: (first, length), below the ephemeral range.
+pub(crate) fn slot_block() -> Option<(u16, usize)> {
+    const BASE: usize = 10_000;
+    const LEN: usize = 400;
+    let slot: usize = std::env::var("NEXTEST_TEST_GLOBAL_SLOT")
+        .ok()?
+        .parse()
+        .ok()?;
+    let ephemeral_low: usize = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let start = BASE + slot * LEN;
+    (start + LEN <= ephemeral_low).then_some((start as u16, LEN))
 }
 
 /// `GET path` with `Connection: close`; returns (status, body). Times out after 10 s.
