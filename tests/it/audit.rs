@@ -192,13 +192,17 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
         exports.to_str().unwrap(),
         "--site-keys",
         keys.to_str().unwrap(),
-        "--format",
+        "-o",
         "html",
     ]);
     assert!(
         html.contains("<table") && html.contains("store-1"),
         "{html}"
     );
+    // html is the report's alone: elsewhere it is a usage error.
+    let (code, _, err) = fleetlet(&["audit", "log", "--config", config_s, "-o", "html"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("only for `fleetlet audit report`"), "{err}");
 
     // Lines cut from the end of the mirror (the agent stopped): the journal still has them.
     let path = work.path().join("state/audit.jsonl");

@@ -119,9 +119,9 @@ enum AuditCommand {
         /// Lines `<site> <base64 public key>`, as `fleetlet audit site-key` prints them.
         #[arg(long)]
         site_keys: PathBuf,
-        /// text, json, yaml or html.
-        #[arg(long = "format", short = 'f', value_enum, default_value = "text")]
-        format: ReportFormat,
+        /// The same as `-o` (kept for scripts written before `-o html`).
+        #[arg(long = "format", short = 'f', value_enum, hide = true)]
+        format: Option<ReportFormat>,
     },
 }
 
@@ -349,8 +349,9 @@ enum Command {
         state_dir: Option<PathBuf>,
         #[arg(long, short, global = true, env = "FLEETLET_CONFIG")]
         config: Option<PathBuf>,
+        /// text, json or yaml; html too for `audit report`.
         #[arg(short, long, global = true, value_enum, default_value = "text")]
-        output: Output,
+        output: ReportFormat,
     },
     /// Air-gap sync bundles: create, inspect, import; carry status back.
     Bundle {
@@ -743,8 +744,17 @@ fn audit(
     command: AuditCommand,
     state_dir: Option<PathBuf>,
     config: Option<PathBuf>,
-    output: Output,
+    report_format: ReportFormat,
 ) -> anyhow::Result<bool> {
+    // html is a rendering of the report only; every other audit command prints data.
+    let output = match (report_format, &command) {
+        (_, AuditCommand::Report { .. }) | (ReportFormat::Text, _) => Output::Text,
+        (ReportFormat::Json, _) => Output::Json,
+        (ReportFormat::Yaml, _) => Output::Yaml,
+        (ReportFormat::Html, _) => {
+            return Err(UsageError("-o html is only for `fleetlet audit report`".into()).into());
+        }
+    };
     let cfg = config
         .as_deref()
         .map(config::AgentConfig::load)
@@ -778,16 +788,12 @@ fn audit(
             exports,
             site_keys,
             format,
-        } => {
-            // `-o html` as the issue spells it: the global output flag only knows text,
-            // json and yaml, so html comes through --format.
-            let format = match (output, format) {
-                (Output::Json, ReportFormat::Text) => ReportFormat::Json,
-                (Output::Yaml, ReportFormat::Text) => ReportFormat::Yaml,
-                (_, f) => f,
-            };
-            audit_cmd::report(&release, &exports, &site_keys, format)
-        }
+        } => audit_cmd::report(
+            &release,
+            &exports,
+            &site_keys,
+            format.unwrap_or(report_format),
+        ),
         AuditCommand::Verify { key } => {
             let policy = cfg
                 .as_ref()
