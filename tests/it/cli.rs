@@ -208,3 +208,27 @@ fn usage_errors_exit_2_and_help_works_everywhere() {
     assert_eq!(code, 2, "a bad config is a usage error: {err}");
     assert!(err.contains("surprise"), "{err}");
 }
+
+#[test]
+fn site_side_commands_read_the_installed_config_when_given_none() {
+    // A technician types `fleetlet bundle import FILE`: the config is the one install.sh put
+    // in /etc/fleetlet. This machine has none, so each names the path it looked for.
+    if std::path::Path::new("/etc/fleetlet/agent.yaml").exists() {
+        eprintln!("SKIPPED: this machine has an installed agent config");
+        return;
+    }
+    for cmd in [
+        &["agent"][..],
+        &["bundle", "import", "release.bundle"],
+        &["bundle", "export-status", "--out", "status.bundle"],
+    ] {
+        let out = Command::new(crate::testkit::agent::fleetlet_bin())
+            .args(cmd)
+            .env_remove("FLEETLET_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
+        assert!(err.contains("/etc/fleetlet/agent.yaml"), "{cmd:?}: {err}");
+    }
+}

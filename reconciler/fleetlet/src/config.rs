@@ -12,6 +12,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 pub const KIND: &str = "AgentConfig";
+/// Where `deploy/install.sh` puts the site's config: the site-side commands (`agent`,
+/// `bundle import`, `bundle export-status`) read it when given no `--config`.
+pub const DEFAULT_CONFIG: &str = "/etc/fleetlet/agent.yaml";
+
+/// The installed config, if this machine has one: commands that can also work from a bare
+/// state dir (`status`, `audit …`) use it when given neither `--config` nor `--state-dir`.
+pub fn installed_config() -> Option<PathBuf> {
+    let path = PathBuf::from(DEFAULT_CONFIG);
+    path.exists().then_some(path)
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]

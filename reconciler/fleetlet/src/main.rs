@@ -196,7 +196,8 @@ pub enum BundleCommand {
     Import {
         #[arg(required = true)]
         files: Vec<PathBuf>,
-        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        /// The site's agent config (its trust roots decide what is accepted).
+        #[arg(long, short, env = "FLEETLET_CONFIG", default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
         /// Override the config's state dir.
         #[arg(long)]
@@ -212,7 +213,7 @@ pub enum BundleCommand {
         /// Only records from this time on (RFC 3339 or Unix seconds).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        #[arg(long, short, env = "FLEETLET_CONFIG", default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
         #[arg(long)]
         state_dir: Option<PathBuf>,
@@ -225,7 +226,7 @@ pub enum BundleCommand {
 enum Command {
     /// Run the site agent: pull the fleet repo, render this site, run its workloads.
     Agent {
-        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        #[arg(long, short, env = "FLEETLET_CONFIG", default_value = config::DEFAULT_CONFIG)]
         config: PathBuf,
     },
     /// Check a fleet repo (a directory) and list every problem; exit 1 when there is any error.
@@ -626,11 +627,13 @@ fn resolve_state_dir(
     state_dir: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<PathBuf> {
-    Ok(match (state_dir, config) {
-        (Some(d), _) => d,
-        (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
-        (None, None) => PathBuf::from("/var/lib/fleetlet"),
-    })
+    Ok(
+        match (state_dir, config.or_else(config::installed_config)) {
+            (Some(d), _) => d,
+            (None, Some(c)) => config::AgentConfig::load(&c)?.state_dir,
+            (None, None) => PathBuf::from("/var/lib/fleetlet"),
+        },
+    )
 }
 
 fn status_cmd(
@@ -754,6 +757,11 @@ fn audit(
         (ReportFormat::Html, _) => {
             return Err(UsageError("-o html is only for `fleetlet audit report`".into()).into());
         }
+    };
+    // On a site, the installed config names the site and its state dir.
+    let config = match &state_dir {
+        Some(_) => config,
+        None => config.or_else(config::installed_config),
     };
     let cfg = config
         .as_deref()

@@ -57,7 +57,7 @@ pub fn run(command: BundleCommand) -> anyhow::Result<bool> {
             state_dir,
             output,
         } => {
-            let cfg = AgentConfig::load(&config)?;
+            let cfg = AgentConfig::load(&config).map_err(|e| UsageError(format!("{e:#}")))?;
             let since = since.as_deref().map(parse_time).transpose()?;
             let dir = state_dir.unwrap_or(cfg.state_dir.clone());
             super::status::export(&dir, &cfg.site.to_string(), since, &out, output)
