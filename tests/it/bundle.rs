@@ -805,3 +805,169 @@ fn import_on_a_site_that_follows_git_is_a_usage_error() {
     );
     assert!(!dir.path().join("state").exists(), "nothing was created");
 }
+
+/// Every manifest `oci/index.json` names is there with the blobs it refers to: names never
+/// point at content that has not fully landed.
+fn assert_store_whole(oci: &Path, round: usize) {
+    let Ok(index) = std::fs::read(oci.join("index.json")) else {
+        return;
+    };
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let blob = |digest: &str| {
+        oci.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let mut pending: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap().to_string())
+        .collect();
+    while let Some(digest) = pending.pop() {
+        let bytes = std::fs::read(blob(&digest))
+            .unwrap_or_else(|e| panic!("round {round}: {digest} is named but missing: {e}"));
+        let manifest: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        for child in manifest["manifests"].as_array().into_iter().flatten() {
+            pending.push(child["digest"].as_str().unwrap().to_string());
+        }
+        for child in manifest["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(manifest.get("config"))
+        {
+            let d = child["digest"].as_str().unwrap();
+            assert!(blob(d).exists(), "round {round}: {d} of {digest} missing");
+        }
+    }
+}
+
+fn main_ref(state: &Path) -> Option<String> {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(state.join("git"))
+        .args(["rev-parse", "--verify", "-q", "refs/heads/main"])
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn an_import_killed_at_any_moment_leaves_the_release_unpublished_or_whole() {
+    let mut fleet = Fleet::new();
+    fleet.publish(&probe_http(), "v1");
+    let c1 = fleet.release(&fleet.image("v1"), "one", "release one");
+    let bundle = fleet.create("r1.bundle", &["--rev", "main", "--site", "store-1"]);
+    fleet.cut_off();
+    let bundle_s = bundle.to_str().unwrap();
+
+    // An import left to finish: what every interrupted one must come to after a retry.
+    let clean = tempfile::tempdir().unwrap();
+    let config = fleet.site_config("store-1", clean.path(), None);
+    let started = Instant::now();
+    ok(&[
+        "bundle",
+        "import",
+        "--config",
+        config.to_str().unwrap(),
+        bundle_s,
+    ]);
+    let took = started.elapsed();
+    let state = clean.path().join("state");
+    let whole_blobs = tree_digest(&state.join("oci/blobs"));
+    assert_eq!(main_ref(&state).as_deref(), Some(c1.as_str()));
+
+    let mut seed = 11u64;
+    let (mut mid_import, mut published) = (0, 0);
+    const ROUNDS: usize = 16;
+    for round in 0..ROUNDS {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        // From the moment the import starts to a little past when it would have finished.
+        let delay = took.mul_f64(((seed >> 33) % 1000) as f64 / 1000.0 * 1.2);
+        let site = tempfile::tempdir().unwrap();
+        let config = fleet.site_config("store-1", site.path(), None);
+        let config_s = config.to_str().unwrap();
+        let state = site.path().join("state");
+        let marker = state.join("bundles/attempt.json");
+        let mut child = Command::new(fleetlet_bin())
+            .args(["bundle", "import", "--config", config_s, bundle_s])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + T;
+        while !marker.exists() && child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "round {round}: never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        std::thread::sleep(delay);
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        let interrupted = marker.exists();
+        mid_import += usize::from(interrupted);
+
+        // Old state or new: the branch (what the agent follows) is absent or the release,
+        // and whatever the store names is whole.
+        let head = main_ref(&state);
+        assert!(
+            head.is_none() || head.as_deref() == Some(c1.as_str()),
+            "round {round}: branch at {head:?}"
+        );
+        published += usize::from(head.is_some());
+        assert!(
+            !(status.success() && head.is_none()),
+            "round {round}: finished yet unpublished"
+        );
+        assert_store_whole(&state.join("oci"), round);
+        if state.join("oci").exists() {
+            let (code, out, err) = crate::testkit::agent::fleetlet(&[
+                "cache",
+                "verify",
+                "--state-dir",
+                state.to_str().unwrap(),
+            ]);
+            assert_eq!(code, 0, "round {round}: {out}{err}");
+        }
+
+        // Trying again finishes the job, and says what happened before.
+        let out = run(&["bundle", "import", "--config", config_s, bundle_s]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() || head.is_some(),
+            "round {round}: the retry failed: {text}"
+        );
+        assert_eq!(
+            main_ref(&state).as_deref(),
+            Some(c1.as_str()),
+            "round {round}"
+        );
+        assert_eq!(
+            tree_digest(&state.join("oci/blobs")),
+            whole_blobs,
+            "round {round}: the store differs from an uninterrupted import's"
+        );
+        let log = std::fs::read_to_string(state.join("bundles/imports.jsonl")).unwrap();
+        assert_eq!(
+            log.contains("\"interrupted\""),
+            interrupted,
+            "round {round}: {log}"
+        );
+        assert!(!marker.exists(), "round {round}");
+    }
+    eprintln!(
+        "{mid_import} of {ROUNDS} kills landed mid-import; {published} after the branch moved \
+         (an uninterrupted import took {took:?})"
+    );
+    assert!(
+        mid_import >= 3,
+        "only {mid_import} of {ROUNDS} kills landed mid-import: the test lost its point"
+    );
+}
