@@ -6,7 +6,7 @@ use crate::testkit::agent::{Agent, fleetlet, http_app, site_yaml, write_config};
 use crate::testkit::components::{free_port, http_get, probe_http};
 use crate::testkit::git::TestRepo;
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -253,4 +253,127 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("line 2: entry 2 was edited"), "{out}");
     assert!(out.contains("line 2 differs from the journal"), "{out}");
+}
+
+/// The agent's status over HTTP: from the running process, never the file an earlier one left.
+fn live_status(agent: &Agent) -> Option<Value> {
+    let (code, body) = http_get(agent.status_addr, "/status").ok()?;
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+fn audit_entries(config: &str) -> Vec<Value> {
+    let (code, out, err) = fleetlet(&["audit", "log", "--config", config, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_entry_and_repeats_none() {
+    let repo = TestRepo::new().unwrap();
+    repo.commit_files(
+        &[(
+            "components/probe.wasm",
+            &std::fs::read(probe_http()).unwrap(),
+        )],
+        "component",
+    )
+    .unwrap();
+    let port = free_port();
+    let site = site_yaml("store-1", "wasm");
+    let release = |n: usize| {
+        repo.commit_files(
+            &[
+                ("sites/s.yaml", site.as_bytes()),
+                (
+                    "apps/a.yaml",
+                    http_app("shop", "web", port, &format!("r{n}"), "").as_bytes(),
+                ),
+            ],
+            &format!("release {n}"),
+        )
+        .unwrap()
+    };
+    let mut last = release(0);
+    let work = tempfile::tempdir().unwrap();
+    let config = write_config(work.path(), "store-1", &repo.file_url(), "100ms", "");
+    let config_s = config.to_str().unwrap();
+
+    let mut seed = 5u64;
+    const ROUNDS: usize = 10;
+    for round in 0..ROUNDS {
+        let agent = Agent::start(&config);
+        let deadline = Instant::now() + T;
+        // Whatever the state record says runs, the log (written from it at start, if the kill
+        // came between the two writes) shows as applied.
+        let running = loop {
+            if let Some(s) = live_status(&agent)
+                && let Some(c) = s["appliedCommit"].as_str()
+            {
+                break c.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}:\n{}",
+                agent.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        loop {
+            let entries = audit_entries(config_s);
+            if entries
+                .iter()
+                .any(|e| e["action"] == "applied" && e["commit"] == running.as_str())
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "round {round}: {running} runs but the log does not show it: {entries:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        last = release(round + 1);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        std::thread::sleep(Duration::from_millis((seed >> 33) % 600));
+        agent.kill9();
+    }
+
+    let agent = Agent::start(&config);
+    let deadline = Instant::now() + T;
+    while live_status(&agent).and_then(|s| s["appliedCommit"].as_str().map(String::from))
+        != Some(last.clone())
+    {
+        assert!(Instant::now() < deadline, "{}", agent.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(agent.terminate().success());
+    let (code, out, err) = fleetlet(&["audit", "verify", "--config", config_s]);
+    assert_eq!(code, 0, "{out}{err}");
+    let entries = audit_entries(config_s);
+    let mut applied: Vec<&str> = entries
+        .iter()
+        .filter(|e| e["action"] == "applied")
+        .map(|e| e["commit"].as_str().unwrap())
+        .collect();
+    assert_eq!(applied.last(), Some(&last.as_str()));
+    let n = applied.len();
+    applied.sort();
+    applied.dedup();
+    assert_eq!(applied.len(), n, "a release recorded twice: {entries:#?}");
+    let ids: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e["eventId"].as_u64())
+        .collect();
+    assert_eq!(ids.len(), entries.len(), "every entry carries its event id");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "event ids repeat or go back: {ids:?}"
+    );
+    eprintln!(
+        "{} entries, {n} releases applied of {} committed, over {ROUNDS} kills",
+        entries.len(),
+        ROUNDS + 1
+    );
 }
