@@ -14,8 +14,8 @@ fn applied(commit: &str) -> impl Fn(&Value) -> bool + '_ {
     move |s| s["appliedCommit"].as_str() == Some(commit)
 }
 
-#[test]
-fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
+/// A fleet repo holding the probe component, committed.
+fn repo_with_probe() -> TestRepo {
     let repo = TestRepo::new().unwrap();
     repo.commit_files(
         &[(
@@ -25,6 +25,12 @@ fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
         "component",
     )
     .unwrap();
+    repo
+}
+
+#[test]
+fn the_agent_records_every_outcome_and_audit_verify_finds_an_edit() {
+    let repo = repo_with_probe();
     let port = free_port();
     let site = site_yaml("store-1", "wasm");
     let c1 = repo
@@ -269,15 +275,7 @@ fn audit_entries(config: &str) -> Vec<Value> {
 
 #[test]
 fn kill_9_at_random_moments_loses_no_entry_and_repeats_none() {
-    let repo = TestRepo::new().unwrap();
-    repo.commit_files(
-        &[(
-            "components/probe.wasm",
-            &std::fs::read(probe_http()).unwrap(),
-        )],
-        "component",
-    )
-    .unwrap();
+    let repo = repo_with_probe();
     let port = free_port();
     let site = site_yaml("store-1", "wasm");
     let release = |n: usize| {
