@@ -25,7 +25,7 @@ mod writer;
 
 pub use error::BundleError;
 pub use manifest::{Manifest, ManifestEntry};
-pub use parts::{is_part, part_path};
+pub use parts::{is_part, part_path, split_part_name};
 pub use reader::{BundleReader, Limits, MAX_MANIFEST_BYTES, VerifiedBundle};
 pub use writer::{BundleWriter, ZSTD_LEVEL};
 

@@ -23,14 +23,21 @@ pub fn is_part(path: &Path) -> bool {
     parse_part(path).is_some()
 }
 
-/// `(FILE, NNN)` for `FILE.part-NNN`.
-fn parse_part(path: &Path) -> Option<(PathBuf, u32)> {
-    let text = path.to_str()?;
-    let (base, number) = text.rsplit_once(".part-")?;
-    if number.len() < 3 || !number.bytes().all(|b| b.is_ascii_digit()) || base.is_empty() {
+/// `FILE.part-NNN` → (`FILE`, `NNN` as written, its number): at least three digits, and a number
+/// that fits in u32 (no one copies more parts than that; such a name is one whole file). The one
+/// reading of part names, for this crate and for the agent's inbox alike.
+pub fn split_part_name(name: &str) -> Option<(&str, &str, u32)> {
+    let (base, digits) = name.rsplit_once(".part-")?;
+    if digits.len() < 3 || !digits.bytes().all(|b| b.is_ascii_digit()) || base.is_empty() {
         return None;
     }
-    Some((PathBuf::from(base), number.parse().ok()?))
+    Some((base, digits, digits.parse().ok()?))
+}
+
+/// `(FILE, NNN)` for `FILE.part-NNN`.
+fn parse_part(path: &Path) -> Option<(PathBuf, u32)> {
+    let (base, _, number) = split_part_name(path.to_str()?)?;
+    Some((PathBuf::from(base), number))
 }
 
 /// The files of one bundle in stream order: a single file as given, or parts ordered by their
@@ -254,6 +261,23 @@ mod tests {
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
+    }
+
+    #[test]
+    fn part_names_are_read_one_way() {
+        let cases: &[(&str, Option<(&str, &str, u32)>)] = &[
+            ("r.bundle.part-001", Some(("r.bundle", "001", 1))),
+            ("r.bundle.part-0042", Some(("r.bundle", "0042", 42))),
+            ("a.part-001.part-002", Some(("a.part-001", "002", 2))),
+            ("r.bundle.part-01", None),
+            ("r.bundle.part-1x3", None),
+            (".part-001", None),
+            ("r.bundle", None),
+            ("r.bundle.part-99999999999", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(split_part_name(name), *want, "{name}");
+        }
     }
 
     #[test]

@@ -300,23 +300,15 @@ fn ignored(name: &str) -> bool {
         || IGNORED_SUFFIXES.iter().any(|s| name.ends_with(s))
 }
 
-/// `BASE.part-NNN` (at least three digits) → (BASE, NNN as written).
-fn split_part(name: &str) -> Option<(&str, &str)> {
-    let (base, digits) = name.rsplit_once(PART)?;
-    let is_number = digits.len() >= 3 && digits.bytes().all(|b| b.is_ascii_digit());
-    (is_number && !base.is_empty()).then_some((base, digits))
-}
-
 /// The bundles among `names`: each plain file alone, and each split bundle whose parts are
 /// numbered 1..=n without a gap, in part order. A split bundle with a gap is left out: a part
 /// is still missing, and no timer can tell when it arrives.
 fn group<'a>(names: impl Iterator<Item = &'a String>) -> Vec<(String, Vec<String>)> {
     let mut bundles = Vec::new();
-    let mut splits: BTreeMap<&str, Vec<(u64, &String)>> = BTreeMap::new();
+    let mut splits: BTreeMap<&str, Vec<(u32, &String)>> = BTreeMap::new();
     for name in names {
-        // Digits beyond u64 cannot be a part number anyone copied; such a name stays one file.
-        match split_part(name).and_then(|(base, digits)| Some((base, digits.parse().ok()?))) {
-            Some((base, number)) => splits.entry(base).or_default().push((number, name)),
+        match fleetlet_bundle::split_part_name(name) {
+            Some((base, _, number)) => splits.entry(base).or_default().push((number, name)),
             None => bundles.push((name.clone(), vec![name.clone()])),
         }
     }
@@ -336,8 +328,8 @@ fn group<'a>(names: impl Iterator<Item = &'a String>) -> Vec<(String, Vec<String
 
 /// `NAME` + `-1` → `NAME-1`; `NAME.part-001` + `-1` → `NAME-1.part-001`.
 fn with_suffix(name: &str, suffix: &str) -> String {
-    match split_part(name) {
-        Some((base, digits)) => format!("{base}{suffix}{PART}{digits}"),
+    match fleetlet_bundle::split_part_name(name) {
+        Some((base, digits, _)) => format!("{base}{suffix}{PART}{digits}"),
         None => format!("{name}{suffix}"),
     }
 }
