@@ -265,7 +265,8 @@ mod tests {
 
     #[test]
     fn part_names_are_read_one_way() {
-        let cases: &[(&str, Option<(&str, &str, u32)>)] = &[
+        type Split<'a> = Option<(&'a str, &'a str, u32)>;
+        let cases: &[(&str, Split)] = &[
             ("r.bundle.part-001", Some(("r.bundle", "001", 1))),
             ("r.bundle.part-0042", Some(("r.bundle", "0042", 42))),
             ("a.part-001.part-002", Some(("a.part-001", "002", 2))),
