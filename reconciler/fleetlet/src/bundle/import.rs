@@ -290,7 +290,8 @@ fn record_interrupted(bundles: &Path, left: &attempt::Attempt) {
             commit: None,
             reason: Some(format!(
                 "the import {started} never finished: the agent or the command was killed, or \
-                 the machine lost power; nothing of it was published"
+                 the machine lost power; the site kept what it had, or took the whole release \
+                 if it was killed after publishing, never a part"
             )),
             bundle_signer: None,
         },
