@@ -2,256 +2,17 @@
 //! prepare, rollback on a failed activation, restore without a source, no retry of a refused
 //! commit.
 
-use fleetlet_core::render::DesiredWorkload;
-use fleetlet_core::{Digest, ObservedWorkload, RepoTree, WorkloadHealth};
-use fleetlet_engine::ports::*;
+mod support;
+
+use fleetlet_core::reference::RegistryRef;
+use fleetlet_core::{Digest, WorkloadHealth};
+use fleetlet_engine::ports::Revision;
 use fleetlet_engine::trust::{
     Requirement, SignatureManifest, SignedObject, Signer, SignerKind, TagEvidence, Verifier,
 };
 use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-
-#[derive(Default)]
-struct Repo {
-    commits: BTreeMap<String, RepoTree>,
-    head: Option<String>,
-    /// Each commit's parent (the head when it was made).
-    parents: BTreeMap<String, Option<String>>,
-    signatures: BTreeMap<String, SignedObject>,
-    tags: BTreeMap<String, Vec<TagEvidence>>,
-    down: bool,
-    reads: usize,
-}
-
-#[derive(Clone, Default)]
-struct FakeSource(Rc<RefCell<Repo>>);
-
-impl Source for FakeSource {
-    fn poll(&mut self, last_seen: Option<&str>) -> Result<Poll, SourceError> {
-        let r = self.0.borrow();
-        if r.down {
-            return Err(SourceError::Unreachable {
-                url: "fake".into(),
-                message: "down".into(),
-            });
-        }
-        let head = r.head.clone().expect("a head");
-        let rev = Revision {
-            commit: head.clone(),
-            reference: "refs/heads/main".into(),
-            summary: head.clone(),
-            time: 0,
-        };
-        Ok(if last_seen == Some(head.as_str()) {
-            Poll::Unchanged(rev)
-        } else {
-            Poll::Changed(rev)
-        })
-    }
-    fn descends_from(&self, commit: &str, ancestor: &str) -> Result<bool, SourceError> {
-        let r = self.0.borrow();
-        let mut at = Some(commit.to_string());
-        while let Some(c) = at {
-            if c == ancestor {
-                return Ok(true);
-            }
-            at = r.parents.get(&c).cloned().flatten();
-        }
-        Ok(false)
-    }
-    fn commit_signature(&self, commit: &str) -> Result<Option<SignedObject>, SourceError> {
-        Ok(self.0.borrow().signatures.get(commit).cloned())
-    }
-    fn tags_at(&self, commit: &str) -> Result<Vec<TagEvidence>, SourceError> {
-        Ok(self
-            .0
-            .borrow()
-            .tags
-            .get(commit)
-            .cloned()
-            .unwrap_or_default())
-    }
-    fn read_tree(&self, commit: &str) -> Result<RepoTree, SourceError> {
-        let mut r = self.0.borrow_mut();
-        r.reads += 1;
-        Ok(r.commits[commit].clone())
-    }
-}
-
-#[derive(Default)]
-struct Host {
-    running: BTreeMap<String, ObservedWorkload>,
-    /// Component contents that fail to prepare / to activate.
-    bad_prepare: Vec<Digest>,
-    bad_activate: Vec<Digest>,
-    activations: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct FakeRuntime(Rc<RefCell<Host>>);
-
-impl WorkloadRuntime for FakeRuntime {
-    type Prepared = DesiredWorkload;
-    fn observe(&self) -> BTreeMap<String, ObservedWorkload> {
-        self.0.borrow().running.clone()
-    }
-    fn prepare(
-        &self,
-        w: &DesiredWorkload,
-        component: &[u8],
-    ) -> Result<DesiredWorkload, RuntimeError> {
-        let d = Digest::of(component);
-        if self.0.borrow().bad_prepare.contains(&d) {
-            return Err(RuntimeError::Rejected {
-                id: w.id(),
-                message: "does not compile".into(),
-            });
-        }
-        Ok(w.clone())
-    }
-    fn activate(&self, w: DesiredWorkload) -> Result<(), RuntimeError> {
-        let mut h = self.0.borrow_mut();
-        if h.bad_activate
-            .contains(&w.wasm.as_ref().unwrap().component.digest.unwrap())
-        {
-            return Err(RuntimeError::Host {
-                id: w.id(),
-                message: "port in use".into(),
-            });
-        }
-        h.activations
-            .push(format!("{}={}", w.id(), w.env_greeting()));
-        h.running.insert(
-            w.id(),
-            ObservedWorkload {
-                hash: w.hash,
-                health: WorkloadHealth::Running,
-            },
-        );
-        Ok(())
-    }
-    fn stop(&self, id: &str) -> Result<(), RuntimeError> {
-        self.0.borrow_mut().running.remove(id);
-        Ok(())
-    }
-}
-
-trait Greeting {
-    fn env_greeting(&self) -> String;
-}
-impl Greeting for DesiredWorkload {
-    fn env_greeting(&self) -> String {
-        self.wasm
-            .as_ref()
-            .and_then(|s| s.env.get("G").cloned())
-            .unwrap_or_default()
-    }
-}
-
-#[derive(Clone, Default)]
-struct MemBlobs(Arc<Mutex<BTreeMap<Digest, Vec<u8>>>>);
-impl BlobStore for MemBlobs {
-    fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
-        let d = Digest::of(bytes);
-        self.0.lock().unwrap().insert(d, bytes.to_vec());
-        Ok(d)
-    }
-    fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.0.lock().unwrap().get(digest).cloned())
-    }
-}
-impl fleetlet_engine::registry::ArtifactStore for MemBlobs {
-    fn contains(&self, digest: &Digest) -> bool {
-        self.0.lock().unwrap().contains_key(digest)
-    }
-    fn begin(
-        &self,
-        _: &Digest,
-        _: u64,
-    ) -> Result<Option<Box<dyn fleetlet_engine::registry::BlobUpload + '_>>, StoreError> {
-        unreachable!("these tests pull no images")
-    }
-    fn tag(&self, _: &str, _: &fleetlet_engine::registry::Descriptor) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn collect_garbage(
-        &self,
-        roots: &std::collections::BTreeSet<Digest>,
-    ) -> Result<(usize, u64), StoreError> {
-        let mut blobs = self.0.lock().unwrap();
-        let before = blobs.len();
-        blobs.retain(|d, _| roots.contains(d));
-        Ok((before - blobs.len(), 0))
-    }
-}
-
-#[derive(Clone, Default)]
-struct MemState(Rc<RefCell<Option<AgentState>>>);
-impl StateStore for MemState {
-    fn load(&self) -> Result<Option<AgentState>, StateError> {
-        Ok(self.0.borrow().clone())
-    }
-    fn save(&self, s: &AgentState) -> Result<(), StateError> {
-        *self.0.borrow_mut() = Some(s.clone());
-        Ok(())
-    }
-}
-
-const SITE: &str = "apiVersion: fleetlet.dev/v1alpha1\nkind: Site\nmetadata: {name: s1}\nspec: {runtimes: [wasm, k3s]}\n";
-
-fn app(name: &str, component: &str, greeting: &str) -> String {
-    format!(
-        "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {{name: {name}}}\nspec:\n  targets: [{{sites: [s1]}}]\n  workloads:\n    - {{name: w, runtime: wasm, component: {component}, command: {{}}, env: {{G: {greeting}}}}}\n"
-    )
-}
-
-struct World {
-    repo: FakeSource,
-    host: FakeRuntime,
-    blobs: MemBlobs,
-    state: MemState,
-}
-
-impl World {
-    fn new() -> Self {
-        World {
-            repo: FakeSource::default(),
-            host: FakeRuntime::default(),
-            blobs: MemBlobs::default(),
-            state: MemState::default(),
-        }
-    }
-    fn commit(&self, id: &str, files: &[(&str, &str)]) {
-        let mut t = RepoTree::new();
-        t.insert("sites.yaml", SITE);
-        t.insert("good.wasm", "good");
-        t.insert("bad.wasm", "bad");
-        for (p, c) in files {
-            t.insert(*p, *c);
-        }
-        let mut r = self.repo.0.borrow_mut();
-        let parent = r.head.clone();
-        r.parents.entry(id.into()).or_insert(parent);
-        r.commits.insert(id.into(), t);
-        r.head = Some(id.into());
-    }
-    fn engine(&self) -> Engine<FakeSource, FakeRuntime, MemBlobs, MemState> {
-        Engine::new(
-            "s1".into(),
-            self.repo.clone(),
-            self.host.clone(),
-            self.blobs.clone(),
-            self.state.clone(),
-        )
-        .unwrap()
-    }
-    fn activations(&self) -> Vec<String> {
-        std::mem::take(&mut self.host.0.borrow_mut().activations)
-    }
-}
+use support::{World, wasm_app};
 
 #[test]
 fn applies_then_keeps_last_known_good_through_bad_commits() {
@@ -259,8 +20,8 @@ fn applies_then_keeps_last_known_good_through_bad_commits() {
     w.commit(
         "c1",
         &[
-            ("a.yaml", &app("a", "good.wasm", "one")),
-            ("b.yaml", &app("b", "good.wasm", "b")),
+            ("a.yaml", &wasm_app("a", "good.wasm", "one")),
+            ("b.yaml", &wasm_app("b", "good.wasm", "b")),
         ],
     );
     let mut e = w.engine();
@@ -318,8 +79,8 @@ fn applies_then_keeps_last_known_good_through_bad_commits() {
     w.commit(
         "c3",
         &[
-            ("a.yaml", &app("a", "bad.wasm", "two")),
-            ("b.yaml", &app("b", "good.wasm", "b2")),
+            ("a.yaml", &wasm_app("a", "bad.wasm", "two")),
+            ("b.yaml", &wasm_app("b", "good.wasm", "b2")),
         ],
     );
     w.host.0.borrow_mut().bad_prepare.push(Digest::of(b"bad"));
@@ -368,12 +129,12 @@ fn applies_then_keeps_last_known_good_through_bad_commits() {
 #[test]
 fn transient_failures_are_retried_and_a_crashed_workload_is_restarted() {
     let w = World::new();
-    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
+    w.commit("c1", &[("a.yaml", &wasm_app("a", "good.wasm", "one"))]);
     let mut e = w.engine();
     e.reconcile(1);
     w.activations();
     // c2 cannot bind its port (a host problem): refused, but retried next cycle.
-    w.commit("c2", &[("a.yaml", &app("a", "bad.wasm", "two"))]);
+    w.commit("c2", &[("a.yaml", &wasm_app("a", "bad.wasm", "two"))]);
     w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
     assert_eq!(
         e.reconcile(2),
@@ -406,8 +167,8 @@ fn a_failed_first_release_leaves_nothing_running() {
     w.commit(
         "c1",
         &[
-            ("a.yaml", &app("a", "good.wasm", "one")),
-            ("b.yaml", &app("b", "bad.wasm", "b")),
+            ("a.yaml", &wasm_app("a", "good.wasm", "one")),
+            ("b.yaml", &wasm_app("b", "bad.wasm", "b")),
         ],
     );
     w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
@@ -432,8 +193,8 @@ fn a_failed_activation_returns_to_the_previous_release() {
     w.commit(
         "c1",
         &[
-            ("a.yaml", &app("a", "good.wasm", "one")),
-            ("b.yaml", &app("b", "good.wasm", "b")),
+            ("a.yaml", &wasm_app("a", "good.wasm", "one")),
+            ("b.yaml", &wasm_app("b", "good.wasm", "b")),
         ],
     );
     let mut e = w.engine();
@@ -443,8 +204,8 @@ fn a_failed_activation_returns_to_the_previous_release() {
     w.commit(
         "c2",
         &[
-            ("a.yaml", &app("a", "good.wasm", "two")),
-            ("b.yaml", &app("b", "bad.wasm", "b")),
+            ("a.yaml", &wasm_app("a", "good.wasm", "two")),
+            ("b.yaml", &wasm_app("b", "bad.wasm", "b")),
         ],
     );
     w.host.0.borrow_mut().bad_activate.push(Digest::of(b"bad"));
@@ -466,7 +227,7 @@ fn restore_needs_no_source_and_k3s_workloads_wait_for_their_applier() {
     w.commit(
         "c1",
         &[
-            ("a.yaml", &app("a", "good.wasm", "one")),
+            ("a.yaml", &wasm_app("a", "good.wasm", "one")),
             ("k.yaml", k3s),
             (
                 "k3s/cm.yaml",
@@ -536,7 +297,7 @@ fn garbage_collection_keeps_the_last_releases_and_last_known_good() {
             commit,
             &[
                 (&format!("{comp}.wasm"), comp),
-                ("a.yaml", &app("a", &format!("{comp}.wasm"), comp)),
+                ("a.yaml", &wasm_app("a", &format!("{comp}.wasm"), comp)),
             ],
         );
         now += 10;
@@ -546,7 +307,7 @@ fn garbage_collection_keeps_the_last_releases_and_last_known_good() {
             e.reconcile(now); // promote c1 to last-known-good
         }
     }
-    let kept: Vec<Digest> = w.blobs.0.lock().unwrap().keys().copied().collect();
+    let kept = w.blobs.digests();
     // c3 and c2 are the last two releases; c1 is still the last-known-good (c2, c3 not promoted).
     for comp in ["one", "two", "three"] {
         assert!(kept.contains(&Digest::of(comp.as_bytes())), "{comp} kept");
@@ -557,11 +318,11 @@ fn garbage_collection_keeps_the_last_releases_and_last_known_good() {
         "c4",
         &[
             ("four.wasm", "four"),
-            ("a.yaml", &app("a", "four.wasm", "four")),
+            ("a.yaml", &wasm_app("a", "four.wasm", "four")),
         ],
     );
     e.reconcile(now + 10);
-    let kept: Vec<Digest> = w.blobs.0.lock().unwrap().keys().copied().collect();
+    let kept = w.blobs.digests();
     assert!(
         !kept.contains(&Digest::of(b"one")),
         "c1's component collected"
@@ -587,12 +348,12 @@ fn ops() -> Signer {
 }
 
 impl Verifier for FakeVerifier {
-    fn artifact_requirement(&self, _: &fleetlet_core::reference::RegistryRef) -> Requirement {
+    fn artifact_requirement(&self, _: &RegistryRef) -> Requirement {
         Requirement::None
     }
     fn verify_artifact(
         &self,
-        _: &fleetlet_core::reference::RegistryRef,
+        _: &RegistryRef,
         _: &[SignatureManifest],
     ) -> Result<Vec<Signer>, String> {
         unreachable!("no artifact requires a signature here")
@@ -632,21 +393,11 @@ impl Verifier for FakeVerifier {
     }
 }
 
-fn signed(w: &World, commit: &str, signature: &[u8]) {
-    w.repo.0.borrow_mut().signatures.insert(
-        commit.into(),
-        SignedObject {
-            signature: signature.to_vec(),
-            payload: commit.as_bytes().to_vec(),
-        },
-    );
-}
-
 #[test]
 fn unsigned_or_badly_signed_commits_are_refused_before_their_tree_is_read() {
     let w = World::new();
-    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
-    signed(&w, "c1", b"good");
+    w.commit("c1", &[("a.yaml", &wasm_app("a", "good.wasm", "one"))]);
+    w.repo.sign("c1", b"good");
     let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
     assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
     assert_eq!(e.status().commit_signers, vec![ops()]);
@@ -656,9 +407,9 @@ fn unsigned_or_badly_signed_commits_are_refused_before_their_tree_is_read() {
         ("c2", None, "unsigned commit"),
         ("c3", Some(&b"forged"[..]), "not in allowed_signers"),
     ] {
-        w.commit(commit, &[("a.yaml", &app("a", "good.wasm", commit))]);
+        w.commit(commit, &[("a.yaml", &wasm_app("a", "good.wasm", commit))]);
         if let Some(s) = signature {
-            signed(&w, commit, s);
+            w.repo.sign(commit, s);
         }
         let reads = w.repo.0.borrow().reads;
         assert_eq!(
@@ -679,8 +430,8 @@ fn unsigned_or_badly_signed_commits_are_refused_before_their_tree_is_read() {
         assert_eq!(e.state().applied.as_ref().unwrap().revision.commit, "c1");
     }
 
-    w.commit("c4", &[("a.yaml", &app("a", "good.wasm", "four"))]);
-    signed(&w, "c4", b"good");
+    w.commit("c4", &[("a.yaml", &wasm_app("a", "good.wasm", "four"))]);
+    w.repo.sign("c4", b"good");
     assert!(matches!(e.reconcile(3), CycleOutcome::Applied { .. }));
     assert_eq!(w.activations(), ["a/w=four"]);
 }
@@ -689,8 +440,8 @@ fn unsigned_or_badly_signed_commits_are_refused_before_their_tree_is_read() {
 fn moving_to_a_commit_that_does_not_descend_needs_a_signed_rollback_instruction() {
     let w = World::new();
     for (c, g) in [("c1", "one"), ("c2", "two")] {
-        w.commit(c, &[("a.yaml", &app("a", "good.wasm", g))]);
-        signed(&w, c, b"good");
+        w.commit(c, &[("a.yaml", &wasm_app("a", "good.wasm", g))]);
+        w.repo.sign(c, b"good");
     }
     let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
     assert!(matches!(e.reconcile(1), CycleOutcome::Applied { .. }));
@@ -743,8 +494,8 @@ fn moving_to_a_commit_that_does_not_descend_needs_a_signed_rollback_instruction(
     // Where the site allows history rewrites, no instruction is needed.
     let w = World::new();
     for c in ["c1", "c2"] {
-        w.commit(c, &[("a.yaml", &app("a", "good.wasm", c))]);
-        signed(&w, c, b"good");
+        w.commit(c, &[("a.yaml", &wasm_app("a", "good.wasm", c))]);
+        w.repo.sign(c, b"good");
     }
     let mut e = w
         .engine()
@@ -758,8 +509,8 @@ fn moving_to_a_commit_that_does_not_descend_needs_a_signed_rollback_instruction(
 #[test]
 fn a_source_that_stops_advancing_is_reported_while_the_release_keeps_running() {
     let w = World::new();
-    w.commit("c1", &[("a.yaml", &app("a", "good.wasm", "one"))]);
-    signed(&w, "c1", b"good");
+    w.commit("c1", &[("a.yaml", &wasm_app("a", "good.wasm", "one"))]);
+    w.repo.sign("c1", b"good");
     let mut e = w.engine().with_verifier(Box::new(FakeVerifier));
     // The fake's commits are from time 0; the policy allows an hour.
     assert!(matches!(e.reconcile(3000), CycleOutcome::Applied { .. }));

@@ -2,176 +2,21 @@
 //! (never what opts out or what fleetlet did not create), a no-op cycle that writes nothing
 //! and lists each kind once, a dry run that holds an invalid release, an API that goes away.
 
-use fleetlet_core::k8s::ObjectRef;
-use fleetlet_core::render::DesiredWorkload;
-use fleetlet_core::{ObservedWorkload, RepoTree};
-use fleetlet_engine::cluster::{ApplyOptions, Cluster, ClusterError};
-use fleetlet_engine::ports::*;
-use fleetlet_engine::{AgentState, CycleOutcome, Engine, Stage};
-use serde_json::{Value, json};
+mod support;
+
+use fleetlet_core::RepoTree;
+use fleetlet_engine::ports::{Poll, Revision, SourceError};
+use fleetlet_engine::{CycleOutcome, Engine, Stage};
+use serde_json::json;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use support::{
+    CM, DEPLOY, FakeCluster, FakeRuntime, MemBlobs, MemState, NS, k3s_app, ready_deployment,
+};
 
-#[derive(Default)]
-struct Api {
-    objects: BTreeMap<ObjectRef, Value>,
-    /// `VERB kind[/name]` per request.
-    log: Vec<String>,
-    /// Fields changed by hand (another field manager owns them now).
-    hand_edits: BTreeMap<ObjectRef, (String, String)>,
-    down: bool,
-}
-
-/// A cluster that keeps objects in a map. Not modelled: field ownership, defaulting,
-/// namespaces of objects that omit one, controllers (tests write status).
-#[derive(Clone, Default)]
-struct FakeCluster(Rc<RefCell<Api>>);
-
-impl FakeCluster {
-    fn requests(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.borrow_mut().log)
-    }
-    /// The objects of the apps (not fleetlet's own inventory records).
-    fn names(&self) -> Vec<String> {
-        self.0
-            .borrow()
-            .objects
-            .keys()
-            .map(|r| r.to_string())
-            .filter(|n| !n.contains("fleetlet-system"))
-            .collect()
-    }
-    fn inventory_record(&self, app: &str) -> Option<Value> {
-        let api = self.0.borrow();
-        let name = format!("ConfigMap/fleetlet-system/fleetlet-inventory-{app}");
-        let key = api.objects.keys().find(|k| k.to_string() == name)?;
-        serde_json::from_str(api.objects[key]["data"]["inventory.json"].as_str()?).ok()
-    }
-    fn set_status(&self, r: &str, status: Value) {
-        let mut api = self.0.borrow_mut();
-        let key = api
-            .objects
-            .keys()
-            .find(|k| k.to_string() == r)
-            .cloned()
-            .unwrap();
-        api.objects.get_mut(&key).unwrap()["status"] = status;
-    }
-    fn edit_by_hand(&self, r: &str, pointer: &str, value: Value, field: &str) {
-        let mut api = self.0.borrow_mut();
-        let key = api
-            .objects
-            .keys()
-            .find(|k| k.to_string() == r)
-            .cloned()
-            .unwrap();
-        *api.objects
-            .get_mut(&key)
-            .unwrap()
-            .pointer_mut(pointer)
-            .unwrap() = value;
-        api.hand_edits
-            .insert(key, (field.into(), "kubectl-edit".into()));
-    }
-    fn value(&self, r: &str, pointer: &str) -> Value {
-        let api = self.0.borrow();
-        let key = api.objects.keys().find(|k| k.to_string() == r).unwrap();
-        api.objects[key]
-            .pointer(pointer)
-            .cloned()
-            .unwrap_or(Value::Null)
-    }
-    fn insert_foreign(&self, o: Value) {
-        self.0
-            .borrow_mut()
-            .objects
-            .insert(ObjectRef::of(&o).unwrap(), o);
-    }
-}
-
-impl Cluster for FakeCluster {
-    fn apply(&self, object: &Value, options: ApplyOptions) -> Result<Value, ClusterError> {
-        let r = ObjectRef::of(object).unwrap();
-        let mut api = self.0.borrow_mut();
-        if api.down {
-            return Err(ClusterError::Unavailable("connection refused".into()));
-        }
-        let verb = if options.dry_run { "DRYRUN" } else { "PATCH" };
-        api.log.push(format!("{verb} {}/{}", r.kind, r.name));
-        if object["spec"]["invalid"] == json!(true) {
-            return Err(ClusterError::Invalid {
-                object: r.to_string(),
-                message: "spec.invalid: Unsupported value".into(),
-            });
-        }
-        if let Some((field, manager)) = api.hand_edits.get(&r).cloned() {
-            if !options.force {
-                return Err(ClusterError::Conflict {
-                    object: r.to_string(),
-                    fields: vec![(field, manager)],
-                });
-            }
-            if !options.dry_run {
-                api.hand_edits.remove(&r);
-            }
-        }
-        let mut stored = object.clone();
-        if let Some(old) = api.objects.get(&r) {
-            stored["status"] = old["status"].clone();
-        }
-        if !options.dry_run {
-            api.objects.insert(r, stored.clone());
-        }
-        Ok(stored)
-    }
-    fn get(&self, r: &ObjectRef) -> Result<Option<Value>, ClusterError> {
-        let mut api = self.0.borrow_mut();
-        if api.down {
-            return Err(ClusterError::Unavailable("connection refused".into()));
-        }
-        api.log.push(format!("GET {}/{}", r.kind, r.name));
-        Ok(api.objects.get(r).cloned())
-    }
-    fn list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        selector: &str,
-    ) -> Result<Vec<Value>, ClusterError> {
-        let mut api = self.0.borrow_mut();
-        if api.down {
-            return Err(ClusterError::Unavailable("connection refused".into()));
-        }
-        api.log.push(format!("LIST {kind}"));
-        // `key=value`, or `key` (the label exists).
-        let (k, v) = selector.split_once('=').unwrap_or((selector, ""));
-        Ok(api
-            .objects
-            .iter()
-            .filter(|(r, o)| {
-                let label = &o["metadata"]["labels"][k];
-                r.api_version == api_version
-                    && r.kind == kind
-                    && if v.is_empty() {
-                        !label.is_null()
-                    } else {
-                        label == v
-                    }
-            })
-            .map(|(_, o)| o.clone())
-            .collect())
-    }
-    fn delete(&self, r: &ObjectRef) -> Result<bool, ClusterError> {
-        let mut api = self.0.borrow_mut();
-        if api.down {
-            return Err(ClusterError::Unavailable("connection refused".into()));
-        }
-        api.log.push(format!("DELETE {}/{}", r.kind, r.name));
-        Ok(api.objects.remove(r).is_some())
-    }
-}
-
+/// A k3s-only site with the app `shop`; each commit replaces what else the tree holds and is
+/// numbered `c1`, `c2`…
 #[derive(Clone, Default)]
 struct Source(Rc<RefCell<(u32, BTreeMap<String, String>)>>);
 
@@ -215,87 +60,19 @@ impl fleetlet_engine::ports::Source for Source {
     }
 }
 
-struct NoRuntime;
-impl WorkloadRuntime for NoRuntime {
-    type Prepared = ();
-    fn observe(&self) -> BTreeMap<String, ObservedWorkload> {
-        BTreeMap::new()
-    }
-    fn prepare(&self, _: &DesiredWorkload, _: &[u8]) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    fn activate(&self, _: ()) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-    fn stop(&self, _: &str) -> Result<(), RuntimeError> {
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-struct MemState(Rc<RefCell<Option<AgentState>>>);
-impl StateStore for MemState {
-    fn load(&self) -> Result<Option<AgentState>, StateError> {
-        Ok(self.0.borrow().clone())
-    }
-    fn save(&self, s: &AgentState) -> Result<(), StateError> {
-        *self.0.borrow_mut() = Some(s.clone());
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-struct NoBlobs;
-impl BlobStore for NoBlobs {
-    fn put(&self, bytes: &[u8]) -> Result<fleetlet_core::Digest, StoreError> {
-        Ok(fleetlet_core::Digest::of(bytes))
-    }
-    fn get(&self, _: &fleetlet_core::Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(None)
-    }
-}
-impl fleetlet_engine::registry::ArtifactStore for NoBlobs {
-    fn contains(&self, _: &fleetlet_core::Digest) -> bool {
-        false
-    }
-    fn begin(
-        &self,
-        _: &fleetlet_core::Digest,
-        _: u64,
-    ) -> Result<Option<Box<dyn fleetlet_engine::registry::BlobUpload + '_>>, StoreError> {
-        unreachable!()
-    }
-    fn tag(&self, _: &str, _: &fleetlet_engine::registry::Descriptor) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn collect_garbage(
-        &self,
-        _: &std::collections::BTreeSet<fleetlet_core::Digest>,
-    ) -> Result<(usize, u64), StoreError> {
-        Ok((0, 0))
-    }
-}
-
-const NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
-const CM: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings, namespace: shop}\ndata: {greeting: hello}\n";
-const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop, generation: 1}\nspec: {replicas: 1}\n";
-
-fn ready_deployment() -> Value {
-    json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1, "availableReplicas": 1})
-}
-
+/// Nothing runs on the Wasm runtime and no artifact is pulled: the k3s workloads need neither.
 fn world() -> (
     Source,
     FakeCluster,
-    Engine<Source, NoRuntime, NoBlobs, MemState>,
+    Engine<Source, FakeRuntime, MemBlobs, MemState>,
 ) {
     let source = Source::default();
     let cluster = FakeCluster::default();
     let engine = Engine::new(
         "s1".into(),
         source.clone(),
-        NoRuntime,
-        NoBlobs,
+        FakeRuntime::default(),
+        MemBlobs::default(),
         MemState::default(),
     )
     .unwrap()
@@ -456,12 +233,6 @@ fn an_api_that_goes_away_is_retried_and_nothing_is_recorded_as_applied() {
     );
 }
 
-fn app_with_options(options: &str) -> String {
-    format!(
-        "apiVersion: fleetlet.dev/v1alpha1\nkind: App\nmetadata: {{name: shop}}\nspec:\n  targets: [{{sites: [s1]}}]\n  workloads:\n    - {{name: web, runtime: k3s, manifests: k3s/web, k3s: {options}}}\n"
-    )
-}
-
 #[test]
 fn a_release_not_healthy_in_time_returns_to_the_last_known_good_or_is_reported() {
     for (options, rolls_back) in [
@@ -469,7 +240,7 @@ fn a_release_not_healthy_in_time_returns_to_the_last_known_good_or_is_reported()
         ("{healthTimeout: 5m, onUnhealthy: report}", false),
     ] {
         let (source, cluster, mut e) = world();
-        let app = app_with_options(options);
+        let app = k3s_app(options);
         source.commit(&[("app.yaml", &app), ("k3s/web/deploy.yaml", DEPLOY)]);
         assert!(matches!(e.reconcile(100), CycleOutcome::Applied { .. }));
         cluster.set_status("Deployment/shop/web", ready_deployment());
@@ -530,7 +301,7 @@ fn changes_made_on_the_cluster_are_undone_or_reported_per_workload() {
     for (options, corrects) in [("{}", true), ("{drift: report}", false)] {
         let (source, cluster, e) = world();
         let mut e = e.drift_interval(60);
-        let app = app_with_options(options);
+        let app = k3s_app(options);
         source.commit(&[
             ("app.yaml", &app),
             ("k3s/web/ns.yaml", NS),
@@ -590,8 +361,8 @@ fn a_reinstalled_agent_finds_the_inventory_on_the_cluster_and_prunes_from_it() {
     let mut e = Engine::new(
         "s1".into(),
         source.clone(),
-        NoRuntime,
-        NoBlobs,
+        FakeRuntime::default(),
+        MemBlobs::default(),
         MemState::default(),
     )
     .unwrap()

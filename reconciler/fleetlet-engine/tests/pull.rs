@@ -1,14 +1,16 @@
 //! The pull step with fakes behind both ports: platform selection, only missing blobs fetched,
 //! digests checked, nothing tagged when a blob fails.
 
+mod support;
+
 use fleetlet_core::Digest;
 use fleetlet_core::reference::{ArtifactRef, RegistryRef};
 use fleetlet_engine::artifacts::{Platform, PullError, pull, wasm_layer};
-use fleetlet_engine::ports::{BlobStore, StoreError};
+use fleetlet_engine::ports::BlobStore;
 use fleetlet_engine::registry::*;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::Mutex;
+use support::MemBlobs;
 
 #[derive(Default)]
 struct FakeRegistry {
@@ -79,85 +81,6 @@ impl Registry for FakeRegistry {
     }
 }
 
-#[derive(Default)]
-struct MemStore {
-    blobs: Mutex<BTreeMap<Digest, Vec<u8>>>,
-    tags: Mutex<BTreeMap<String, Descriptor>>,
-}
-
-struct Upload<'a> {
-    store: &'a MemStore,
-    digest: Digest,
-    size: u64,
-    buf: Vec<u8>,
-}
-
-impl Write for Upload<'_> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-impl BlobSink for Upload<'_> {
-    fn restart(&mut self) -> std::io::Result<()> {
-        self.buf.clear();
-        Ok(())
-    }
-}
-impl BlobUpload for Upload<'_> {
-    fn commit(self: Box<Self>) -> Result<Digest, StoreError> {
-        let actual = Digest::of(&self.buf);
-        if actual != self.digest || self.buf.len() as u64 != self.size {
-            return Err(StoreError::DigestMismatch {
-                expected: self.digest,
-                actual,
-            });
-        }
-        self.store.blobs.lock().unwrap().insert(actual, self.buf);
-        Ok(actual)
-    }
-}
-
-impl BlobStore for MemStore {
-    fn put(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
-        let d = Digest::of(bytes);
-        self.blobs.lock().unwrap().insert(d, bytes.to_vec());
-        Ok(d)
-    }
-    fn get(&self, d: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.blobs.lock().unwrap().get(d).cloned())
-    }
-}
-impl ArtifactStore for MemStore {
-    fn contains(&self, d: &Digest) -> bool {
-        self.blobs.lock().unwrap().contains_key(d)
-    }
-    fn begin(&self, d: &Digest, size: u64) -> Result<Option<Box<dyn BlobUpload + '_>>, StoreError> {
-        if self.contains(d) {
-            return Ok(None);
-        }
-        Ok(Some(Box::new(Upload {
-            store: self,
-            digest: *d,
-            size,
-            buf: vec![],
-        })))
-    }
-    fn tag(&self, name: &str, d: &Descriptor) -> Result<(), StoreError> {
-        self.tags.lock().unwrap().insert(name.into(), d.clone());
-        Ok(())
-    }
-    fn collect_garbage(
-        &self,
-        _: &std::collections::BTreeSet<Digest>,
-    ) -> Result<(usize, u64), StoreError> {
-        unreachable!()
-    }
-}
-
 fn reference(s: &str) -> RegistryRef {
     match s.parse::<ArtifactRef>().unwrap() {
         ArtifactRef::Registry(r) => r,
@@ -195,7 +118,7 @@ fn pulls_the_platform_manifest_of_an_index_and_only_missing_blobs() {
         reg.manifests[&arm7.to_string()].0.len()
     );
     let idx_digest = reg.manifest("1.0", idx, "application/vnd.oci.image.index.v1+json");
-    let store = MemStore::default();
+    let store = MemBlobs::downloading();
     let r = reference("127.0.0.1:5000/app:1.0");
 
     let arm = Platform::parse("linux/arm/v7").unwrap();
@@ -206,9 +129,7 @@ fn pulls_the_platform_manifest_of_an_index_and_only_missing_blobs() {
     assert_eq!(pulled.fetched.len(), 3, "config and both layers");
     assert!(
         store
-            .tags
-            .lock()
-            .unwrap()
+            .tags()
             .contains_key(&format!("127.0.0.1:5000/app:1.0@{idx_digest}"))
     );
 
@@ -232,11 +153,11 @@ fn a_blob_with_wrong_content_is_refused_and_nothing_is_tagged() {
     let mut reg = FakeRegistry::default();
     image(&mut reg, &[b"good", b"evil"], "v1");
     reg.lying.push(Digest::of(b"evil"));
-    let store = MemStore::default();
+    let store = MemBlobs::downloading();
     let e = pull(&reg, &store, &reference("h.io/app:v1"), &Platform::host()).unwrap_err();
     assert!(matches!(e, PullError::Store { .. }), "{e}");
     assert!(!store.contains(&Digest::of(b"evil")));
-    assert!(store.tags.lock().unwrap().is_empty());
+    assert!(store.tags().is_empty());
 }
 
 #[test]
@@ -245,7 +166,7 @@ fn finds_the_component_of_a_wasm_artifact() {
     let config = reg.blob(b"{}", "application/vnd.wasm.config.v0+json");
     let layer = reg.blob(b"\0asm component", "application/wasm");
     reg.manifest("v1", format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{config},"layers":[{layer}]}}"#), "application/vnd.oci.image.manifest.v1+json");
-    let store = MemStore::default();
+    let store = MemBlobs::downloading();
     let pulled = pull(&reg, &store, &reference("h.io/comp:v1"), &Platform::host()).unwrap();
     assert_eq!(
         wasm_layer(&pulled.resolved.config, &pulled.resolved.layers)
