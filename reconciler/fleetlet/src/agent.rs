@@ -348,10 +348,17 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         Ok(_) => {}
         Err(e) => warn!(error = %e.message, "could not restore workloads from local state"),
     }
-    // A release running that the log does not show (the log began after it was applied, or
-    // the agent stopped between applying and recording) is recorded now, saying so.
+    // Events a kill kept from the log (saved with the state change, not yet journalled) go
+    // first: the release they record must not be recorded again as found running.
+    flush_audit(&mut engine, &mut audit);
+    // A release running that the log does not show (the log began after it was applied) is
+    // recorded now, saying so.
     if let Some(release) = engine.state().applied.clone()
         && audit.last_applied() != Some(release.revision.commit.as_str())
+        && !engine.pending_audit_events().iter().any(|e| {
+            e.action == fleetlet_engine::audit::AuditAction::Applied
+                && e.commit.as_deref() == Some(release.revision.commit.as_str())
+        })
     {
         let mut event = fleetlet_engine::audit::AuditEvent::of_release(
             now(),
@@ -377,24 +384,7 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
         }
         let t = Instant::now();
         let outcome = engine.reconcile(now());
-        // The cycle's outcomes (and any a crash kept from the log), with one wait for the
-        // disk; they leave the state record only once the journal has them.
-        let pending = engine.pending_audit_events().to_vec();
-        let through = pending.iter().map(|e| e.id).max();
-        let recorded = match audit.record_all(pending.into_iter().map(audit_event).collect()) {
-            Ok(_) => true,
-            Err(e @ fleetlet_audit::AuditError::Mirror { .. }) => {
-                warn!(error = %e, "mirroring the audit log (the journal has the entries)");
-                true
-            }
-            Err(e) => {
-                warn!(error = %e, "recording the cycle's outcomes in the audit log; kept for the next cycle");
-                false
-            }
-        };
-        if let (Some(id), true) = (through, recorded) {
-            engine.ack_audit(id);
-        }
+        flush_audit(&mut engine, &mut audit);
         shared
             .metrics
             .set_audit(audit.len(), audit.checkpointed_len());
@@ -613,6 +603,31 @@ fn wait(rx: &Receiver<Trigger>, interval: Duration) -> bool {
                     Err(RecvTimeoutError::Timeout) => return false,
                 }
             }
+        }
+    }
+}
+
+/// Writes the engine's pending audit events (a cycle's outcomes, and any a crash kept from the
+/// log) with one wait for the disk; they leave the state record only once the journal has them.
+fn flush_audit<S, R, B, St>(engine: &mut Engine<S, R, B, St>, audit: &mut fleetlet_audit::AuditLog)
+where
+    S: Source,
+    R: WorkloadRuntime,
+    B: fleetlet_engine::registry::ArtifactStore + Sync,
+    St: fleetlet_engine::ports::StateStore,
+{
+    let pending = engine.pending_audit_events().to_vec();
+    let Some(through) = pending.iter().map(|e| e.id).max() else {
+        return;
+    };
+    match audit.record_all(pending.into_iter().map(audit_event).collect()) {
+        Ok(_) => engine.ack_audit(through),
+        Err(e @ fleetlet_audit::AuditError::Mirror { .. }) => {
+            warn!(error = %e, "mirroring the audit log (the journal has the entries)");
+            engine.ack_audit(through);
+        }
+        Err(e) => {
+            warn!(error = %e, "recording the cycle's outcomes in the audit log; kept for the next cycle");
         }
     }
 }
