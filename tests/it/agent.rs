@@ -421,3 +421,35 @@ fn a_component_that_cannot_start_or_a_hostile_tree_holds_the_release() {
     assert_eq!(s["appliedCommit"].as_str(), Some(fixed.as_str()));
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_lock_file_left_in_the_mirror_by_a_kill_does_not_stop_the_site_following() {
+    let port = free_port();
+    let LocalSite { repo, agent, _work } = local_site(
+        &[("apps/a.yaml", http_app("shop", "web", port, "one", ""))],
+        "200ms",
+    );
+    wait_body(port, "/", "one", T).unwrap();
+    let state = agent.state_dir.clone();
+    agent.kill9();
+    // What a kill -9 in the middle of a fetch leaves: libgit2 refuses to move a locked ref.
+    let lock = state.join("git/refs/fleetlet/fetched.lock");
+    std::fs::write(&lock, b"").unwrap();
+    let c2 = commit(
+        &repo,
+        &[("apps/a.yaml", &http_app("shop", "web", port, "two", ""))],
+        "release two",
+    );
+    let agent = Agent::start(&_work.path().join("agent.yaml"));
+    agent.wait_status(T, "release two applied", applied(&c2));
+    wait_body(port, "/", "two", T).unwrap();
+    assert!(!lock.exists());
+    assert!(
+        agent
+            .logs()
+            .contains("removed a lock file a killed Git write left"),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+}

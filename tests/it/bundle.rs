@@ -860,6 +860,8 @@ fn an_import_killed_at_any_moment_leaves_the_release_unpublished_or_whole() {
     fleet.publish(&probe_http(), "v1");
     let c1 = fleet.release(&fleet.image("v1"), "one", "release one");
     let bundle = fleet.create("r1.bundle", &["--rev", "main", "--site", "store-1"]);
+    let c2 = fleet.release(&fleet.image("v1"), "two", "release two");
+    let second = fleet.create("r2.bundle", &["--rev", "main", "--site", "store-1"]);
     fleet.cut_off();
     let bundle_s = bundle.to_str().unwrap();
 
@@ -970,6 +972,20 @@ fn an_import_killed_at_any_moment_leaves_the_release_unpublished_or_whole() {
         "{mid_import} of {ROUNDS} kills landed mid-import; {published} after the branch moved \
          (an uninterrupted import took {took:?})"
     );
+    // A kill between locking the branch and moving it leaves a lock file that would refuse
+    // every later import: the next import clears it.
+    let lock = state.join("git/refs/heads/main.lock");
+    std::fs::write(&lock, c1.as_bytes()).unwrap();
+    let config = clean.path().join("agent.yaml");
+    ok(&[
+        "bundle",
+        "import",
+        "--config",
+        config.to_str().unwrap(),
+        second.to_str().unwrap(),
+    ]);
+    assert_eq!(main_ref(&state).as_deref(), Some(c2.as_str()));
+    assert!(!lock.exists());
     assert!(
         mid_import >= 3,
         "only {mid_import} of {ROUNDS} kills landed mid-import: the test lost its point"

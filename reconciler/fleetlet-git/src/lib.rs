@@ -131,6 +131,51 @@ impl std::fmt::Debug for GitSource {
     }
 }
 
+/// Removes the `*.lock` files a killed writer left in the bare mirror at `dir` (refs, packed
+/// refs, HEAD, config); the paths removed. Git and libgit2 refuse to update a ref whose lock file
+/// exists, so one left by a kill -9 mid-fetch would stop the site following its repo for good.
+///
+/// Only for a caller that knows no other process writes the mirror now (the agent at start,
+/// holding the state dir's lock and the import lock): a live writer's lock would be taken away.
+pub fn clear_stale_locks(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    fn walk(dir: &std::path::Path, removed: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let entries = match std::fs::read_dir(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                walk(&path, removed)?;
+            } else if kind.is_file() && entry.file_name().to_string_lossy().ends_with(".lock") {
+                std::fs::remove_file(&path)?;
+                removed.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut removed = Vec::new();
+    for name in [
+        "HEAD.lock",
+        "config.lock",
+        "packed-refs.lock",
+        "index.lock",
+        "FETCH_HEAD.lock",
+    ] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    walk(&dir.join("refs"), &mut removed)?;
+    Ok(removed)
+}
+
 impl GitSource {
     /// Checks the configuration and opens (or creates) the bare mirror. Touches no network.
     pub fn open(config: GitSourceConfig) -> Result<Self, SourceError> {
@@ -587,4 +632,53 @@ fn open_mirror(dir: &std::path::Path) -> Result<Repository, SourceError> {
     info!(mirror = %dir.display(), "creating the Git mirror");
     Repository::init_bare(dir)
         .map_err(|e| SourceError::Local(format!("{}: {}", dir.display(), e.message())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_lock_files_are_cleared_and_the_ref_can_move_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let sig = git2::Signature::now("t", "t@example.com").unwrap();
+        let tree = repo.treebuilder(None).unwrap().write().unwrap();
+        let tree = repo.find_tree(tree).unwrap();
+        let commit = repo.commit(None, &sig, &sig, "c", &tree, &[]).unwrap();
+        repo.reference(FETCHED_REF, commit, true, "first").unwrap();
+        // What a kill -9 in the middle of a fetch leaves behind.
+        let locks = [
+            "refs/fleetlet/fetched.lock",
+            "refs/heads/main.lock",
+            "packed-refs.lock",
+            "HEAD.lock",
+        ];
+        for lock in locks {
+            std::fs::write(dir.path().join(lock), b"").unwrap();
+        }
+        assert!(
+            repo.reference(FETCHED_REF, commit, true, "blocked")
+                .is_err(),
+            "libgit2 refuses a ref whose lock file exists"
+        );
+        let mut removed: Vec<String> = clear_stale_locks(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.strip_prefix(dir.path()).unwrap().display().to_string())
+            .collect();
+        removed.sort();
+        let mut want = locks.map(String::from).to_vec();
+        want.sort();
+        assert_eq!(removed, want);
+        repo.reference(FETCHED_REF, commit, true, "again").unwrap();
+        assert!(dir.path().join("refs/fleetlet/fetched").exists());
+        assert!(clear_stale_locks(dir.path()).unwrap().is_empty());
+        // A missing mirror has nothing to clear.
+        assert!(
+            clear_stale_locks(&dir.path().join("none"))
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

@@ -157,6 +157,7 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     // Only now that the state store's lock is ours: a temp file is another agent's write in flight
     // until then, and after it, one a kill -9 left behind.
     sweep_temp_files(&state_dir);
+    clear_mirror_locks(&state_dir);
     // The audit log: its journal beside the state record, its JSON Lines mirror for shippers,
     // its checkpoints signed with the site key (made now if this is the first start).
     let key_path = state_dir.join(crate::site_key::SITE_KEY);
@@ -667,6 +668,27 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// Removes the lock files a killed fetch or import left in the Git mirror; without this, one
+/// kill -9 mid-fetch would keep the site from following its repo ever after. Skipped (and said)
+/// while a hand-run import holds the site: its locks are live.
+fn clear_mirror_locks(state_dir: &Path) {
+    let mirror = state_dir.join("git");
+    match crate::bundle::import::hold_if_idle(state_dir) {
+        Ok(Some(_held)) => match fleetlet_git::clear_stale_locks(&mirror) {
+            Ok(removed) => {
+                for path in removed {
+                    warn!(file = %path.display(), "removed a lock file a killed Git write left in the mirror");
+                }
+            }
+            Err(e) => {
+                warn!(mirror = %mirror.display(), error = %e, "clearing stale lock files in the Git mirror")
+            }
+        },
+        Ok(None) => info!("an import is running: the Git mirror's lock files are left to it"),
+        Err(e) => warn!(error = %e, "taking the import lock to clear the Git mirror's lock files"),
+    }
 }
 
 /// Removes `.<file>.<random>.tmp` files a killed [`write_atomic`] left in `dir`.

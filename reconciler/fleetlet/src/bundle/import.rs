@@ -195,6 +195,21 @@ fn lock(dir: &Path, wait: bool) -> Result<std::fs::File, ImportError> {
     Ok(file)
 }
 
+/// Holds the import lock if no import is running: the agent's start-up repairs of the mirror
+/// must not touch what a hand-run import is writing. None when one is.
+/// (A site that never imported has nothing to hold: `Some(None)`.)
+pub fn hold_if_idle(state_dir: &Path) -> Result<Option<Option<std::fs::File>>, ImportError> {
+    let bundles = state_dir.join(BUNDLES_DIR);
+    if !bundles.is_dir() {
+        return Ok(Some(None));
+    }
+    match lock(&bundles, false) {
+        Ok(file) => Ok(Some(Some(file))),
+        Err(ImportError::Busy) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 /// Imports the bundle made of `parts` into the site; see the module docs. With `wait` false
 /// another import in progress returns [`ImportError::Busy`] at once (the agent's loop must
 /// not stall behind a hand-run import).
@@ -209,6 +224,23 @@ pub fn import(
         .map_err(|e| local(&format!("creating {}", bundles.display()), e))?;
     let _lock = lock(&bundles, wait)?;
     sweep_staging(&bundles);
+    // Imports are the mirror's only writers on a site that takes bundles (the agent only reads
+    // it), and this one holds the import lock: a lock file in it is a killed import's, and
+    // would stop every later one from moving the branch.
+    let mirror = site.state_dir.join("git");
+    match fleetlet_git::clear_stale_locks(&mirror) {
+        Ok(removed) => {
+            for path in removed {
+                tracing::warn!(file = %path.display(), "removed a lock file a killed import left in the Git mirror");
+            }
+        }
+        Err(e) => {
+            return Err(local(
+                &format!("clearing lock files in {}", mirror.display()),
+                e,
+            ));
+        }
+    }
     let files = attempt::stamps(parts);
     let left = attempt::left_over(&bundles).filter(|a| !finished(&bundles, a));
     if let Some(left) = &left {
