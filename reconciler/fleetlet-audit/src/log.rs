@@ -60,12 +60,24 @@ pub struct AuditLog {
     checkpointed_seq: u64,
     /// Whether any checkpoint was ever signed (its key must then stay the site's).
     signed_before: bool,
-    /// The commit of the last `applied` entry.
-    last_applied: Option<String>,
+    /// The release the log last shows running: the commit of the latest `applied` entry, or
+    /// the one a later `rolledBack` entry returned to (None: it left nothing running).
+    running: Option<String>,
     /// The highest agent event number in the log.
     last_event_id: u64,
     /// A mirror write failed: the mirror is rebuilt from the journal before the next write.
     mirror_dirty: bool,
+}
+
+/// What runs after `event`, when it changes that: an applied release, or the release a
+/// rollback returned to (`Some(None)`: nothing).
+fn runs(event: &Event) -> Option<Option<String>> {
+    match event.action {
+        crate::record::Action::Applied | crate::record::Action::RolledBack => {
+            Some(event.commit.clone())
+        }
+        _ => None,
+    }
 }
 
 impl AuditLog {
@@ -114,7 +126,7 @@ impl AuditLog {
             checkpointed: None,
             checkpointed_seq: 0,
             signed_before: false,
-            last_applied: None,
+            running: None,
             last_event_id: 0,
             mirror_dirty: false,
         };
@@ -130,8 +142,8 @@ impl AuditLog {
                     if let Some(id) = e.event.event_id {
                         log.last_event_id = log.last_event_id.max(id);
                     }
-                    if e.event.action == crate::record::Action::Applied {
-                        log.last_applied = e.event.commit;
+                    if let Some(running) = runs(&e.event) {
+                        log.running = running;
                     }
                 }
                 Line::Checkpoint(c) => {
@@ -167,9 +179,10 @@ impl AuditLog {
         self.checkpointed_seq
     }
 
-    /// The commit the last `applied` entry names.
-    pub fn last_applied(&self) -> Option<&str> {
-        self.last_applied.as_deref()
+    /// The release the log last shows running: the latest `applied` entry's commit, or the
+    /// release a later rollback returned to.
+    pub fn running(&self) -> Option<&str> {
+        self.running.as_deref()
     }
 
     /// The number of entries so far.
@@ -184,9 +197,7 @@ impl AuditLog {
     /// Chains `event`, stores it, mirrors it; returns the entry.
     pub fn record(&mut self, event: Event) -> Result<Entry, AuditError> {
         let entry = Entry::chain(&self.site, self.next_seq, &self.head, event);
-        let applied = (entry.event.action == crate::record::Action::Applied)
-            .then(|| entry.event.commit.clone())
-            .flatten();
+        let running = runs(&entry.event);
         // Once in the journal the entry is part of the chain, whatever the mirror does.
         let mirrored = self.write(&Line::Entry(entry.clone()))?;
         self.next_seq += 1;
@@ -194,8 +205,8 @@ impl AuditLog {
         if let Some(id) = entry.event.event_id {
             self.last_event_id = self.last_event_id.max(id);
         }
-        if applied.is_some() {
-            self.last_applied = applied;
+        if let Some(running) = running {
+            self.running = running;
         }
         mirrored.map(|()| entry)
     }
@@ -233,12 +244,8 @@ impl AuditLog {
         if let Some(id) = entries.iter().filter_map(|e| e.event.event_id).max() {
             self.last_event_id = self.last_event_id.max(id);
         }
-        if let Some(e) = entries
-            .iter()
-            .rev()
-            .find(|e| e.event.action == crate::record::Action::Applied)
-        {
-            self.last_applied = e.event.commit.clone();
+        if let Some(running) = entries.iter().rev().find_map(|e| runs(&e.event)) {
+            self.running = running;
         }
         self.mirror_lines(&lines).map(|()| entries)
     }
@@ -389,6 +396,64 @@ mod tests {
     }
 
     #[test]
+    fn what_runs_follows_releases_and_rollbacks_and_survives_reopening() {
+        let rollback = |to: Option<&str>, from: &str| Event {
+            action: Action::RolledBack,
+            commit: to.map(String::from),
+            from: Some(from.into()),
+            ..event(9, "x")
+        };
+        let drift = Event {
+            action: Action::DriftCorrected,
+            ..event(9, "c1")
+        };
+        let cases: &[(&str, Vec<Event>, Option<&str>)] = &[
+            ("nothing yet", vec![], None),
+            ("applied", vec![event(1, "c1")], Some("c1")),
+            (
+                "rolled back to the last-known-good",
+                vec![event(1, "c1"), event(2, "c2"), rollback(Some("c1"), "c2")],
+                Some("c1"),
+            ),
+            (
+                "a failed first release leaves nothing",
+                vec![event(1, "c1"), rollback(None, "c1")],
+                None,
+            ),
+            (
+                "other outcomes change nothing",
+                vec![event(1, "c1"), drift],
+                Some("c1"),
+            ),
+        ];
+        for (what, events, want) in cases {
+            let mut one_by_one = AuditLog::open("s1", Box::new(MemJournal(vec![])), None).unwrap();
+            for e in events {
+                one_by_one.record(e.clone()).unwrap();
+            }
+            assert_eq!(one_by_one.running(), *want, "{what}: record");
+            let mut batch = AuditLog::open("s1", Box::new(MemJournal(vec![])), None).unwrap();
+            batch.record_all(events.clone()).unwrap();
+            assert_eq!(batch.running(), *want, "{what}: record_all");
+            let lines = events
+                .iter()
+                .enumerate()
+                .fold(
+                    (Vec::new(), GENESIS.to_string()),
+                    |(mut lines, prev), (i, e)| {
+                        let entry = Entry::chain("s1", i as u64 + 1, &prev, e.clone());
+                        let head = entry.hash.clone();
+                        lines.push(Line::Entry(entry).to_json());
+                        (lines, head)
+                    },
+                )
+                .0;
+            let reopened = AuditLog::open("s1", Box::new(MemJournal(lines)), None).unwrap();
+            assert_eq!(reopened.running(), *want, "{what}: reopened");
+        }
+    }
+
+    #[test]
     fn entries_chain_and_the_mirror_catches_up_after_a_crash() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = dir.path().join("audit.jsonl");
@@ -425,7 +490,7 @@ mod tests {
         let verified =
             crate::verify(BufReader::new(File::open(&mirror).unwrap()), Some(&public)).unwrap();
         assert_eq!((verified.entries, verified.unanchored), (3, 1));
-        assert_eq!(log.last_applied(), Some("c3"));
+        assert_eq!(log.running(), Some("c3"));
         assert!(log.has_checkpoints());
         // A cycle's outcomes in one write, chained like any others.
         let batch = log
@@ -433,7 +498,7 @@ mod tests {
             .unwrap();
         assert_eq!((batch[0].seq, batch[1].seq), (4, 5));
         assert_eq!(batch[1].prev, batch[0].hash);
-        assert_eq!(log.last_applied(), Some("c5"));
+        assert_eq!(log.running(), Some("c5"));
         assert!(log.record_all(vec![]).unwrap().is_empty());
         // Numbered events offered again after a crash are written once.
         let numbered = |id: u64, commit: &str| Event {

@@ -352,10 +352,10 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     // Events a kill kept from the log (saved with the state change, not yet journalled) go
     // first: the release they record must not be recorded again as found running.
     flush_audit(&mut engine, &mut audit);
-    // A release running that the log does not show (the log began after it was applied) is
-    // recorded now, saying so.
+    // A release running that the log does not show running (the log began after it was
+    // applied; a rollback to it is shown as running) is recorded now, saying so.
     if let Some(release) = engine.state().applied.clone()
-        && audit.last_applied() != Some(release.revision.commit.as_str())
+        && audit.running() != Some(release.revision.commit.as_str())
         && !engine.pending_audit_events().iter().any(|e| {
             e.action == fleetlet_engine::audit::AuditAction::Applied
                 && e.commit.as_deref() == Some(release.revision.commit.as_str())
