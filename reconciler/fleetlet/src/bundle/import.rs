@@ -726,13 +726,27 @@ fn record(bundles: &Path, parts: &[PathBuf], result: &Result<Imported, ImportErr
 
 fn append_record(bundles: &Path, rec: &ImportRecord) {
     let path = bundles.join(IMPORTS_LOG);
-    let line = serde_json::to_string(rec).unwrap_or_default();
+    let mut line = serde_json::to_vec(rec).unwrap_or_default();
+    line.push(b'\n');
     let written = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .read(true)
         .open(&path)
         .and_then(|mut f| {
-            writeln!(f, "{line}")?;
+            // A line a kill cut short would swallow this one: end it first.
+            let len = f.metadata()?.len();
+            if len > 0 {
+                use std::io::{Read, Seek, SeekFrom};
+                let mut last = [0u8; 1];
+                f.seek(SeekFrom::Start(len - 1))?;
+                f.read_exact(&mut last)?;
+                if last[0] != b'\n' {
+                    line.insert(0, b'\n');
+                }
+            }
+            // One write: a kill leaves the line whole or cut, never split from its newline.
+            f.write_all(&line)?;
             f.sync_data()
         });
     if let Err(e) = written {
@@ -882,6 +896,23 @@ mod tests {
                 ("rejected", &["r.fleetbundle"]),
                 ("rejected", &["r.fleetbundle"])
             ])
+        );
+    }
+
+    #[test]
+    fn a_record_cut_short_by_a_kill_does_not_swallow_the_next() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        std::fs::create_dir_all(f.bundles()).unwrap();
+        std::fs::write(
+            f.bundles().join(IMPORTS_LOG),
+            b"{\"at\":1,\"files\":[\"a\"],\"outcome\":\"imported\"}\n{\"at\":2,\"fi",
+        )
+        .unwrap();
+        import(std::slice::from_ref(&bad), &f.site(None), None, true).unwrap_err();
+        assert_eq!(
+            f.outcomes(),
+            owned(&[("imported", &["a"]), ("rejected", &["r.fleetbundle"])])
         );
     }
 
