@@ -3,11 +3,14 @@
 //! the same lock, so nobody else is importing), it means the last one never finished: the agent
 //! or the command was killed, or the machine lost power.
 //!
-//! That is recorded (outcome `interrupted` in `imports.jsonl`), and the inbox gives up on a
+//! That is recorded (outcome `interrupted` in `imports.jsonl`) and counted per bundle files in
+//! `bundles/interrupted.json`, whatever other imports ran in between; the inbox gives up on a
 //! bundle whose import was interrupted [`INBOX_LIMIT`] times: the agent runs the site's Wasm
 //! workloads in its own process, so a bundle that kills it (memory exhausted while unpacking)
 //! must not take the site down again at every restart. The bundle is filed under `rejected/`
-//! with the reason; copying it in again (a new file) starts the count afresh.
+//! with the reason; copying it in again (a new file) starts the count afresh. An import cut
+//! short by the machine restarting (a power cut) is recorded but not counted: the bundle is not
+//! to blame.
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -15,6 +18,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 pub const ATTEMPT_FILE: &str = "attempt.json";
+pub const COUNTS_FILE: &str = "interrupted.json";
+/// Bundles whose interruptions are remembered; the oldest is forgotten beyond that.
+const MAX_COUNTED: usize = 32;
 /// Interrupted imports of the same files after which the inbox files them as rejected.
 pub const INBOX_LIMIT: u32 = 2;
 
@@ -34,11 +40,13 @@ pub struct Attempt {
     pub files: Vec<FileStamp>,
     /// Unix seconds.
     pub started: i64,
-    /// How many imports of these same files were interrupted before this one started.
-    pub interrupted_before: u32,
     /// Length of `imports.jsonl` when it started: only this import appends to it until the
     /// marker goes, so a longer log means it recorded its outcome (and died just after).
     pub log_len: u64,
+    /// The kernel's boot id when it started: a marker from another boot was cut short by the
+    /// machine going down, not by the bundle.
+    #[serde(default)]
+    pub boot: Option<String>,
 }
 
 impl Attempt {
@@ -84,32 +92,111 @@ pub fn left_over(bundles: &Path) -> Option<Attempt> {
         Ok(bytes) => Some(serde_json::from_slice(&bytes).unwrap_or(Attempt {
             files: Vec::new(),
             started: 0,
-            interrupted_before: 0,
             log_len: u64::MAX,
+            boot: None,
         })),
         Err(_) => None,
     }
 }
 
-/// How many imports of `files` were interrupted, given what the last one left.
-pub fn interrupted_count(files: &[FileStamp], left: Option<&Attempt>) -> u32 {
-    match left {
-        Some(a) if a.files == files => a.interrupted_before + 1,
-        _ => 0,
+/// This boot's id (Linux), to tell a crash from a restart of the machine.
+pub fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// Interrupted imports per bundle files, kept across other imports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    entries: Vec<Count>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Count {
+    files: Vec<FileStamp>,
+    count: u32,
+    /// (started, logLen) of the marker last counted: a kill between counting and recording
+    /// must not count the same marker twice.
+    last_marker: (i64, u64),
+}
+
+impl Counts {
+    /// What `bundles` holds; nothing if missing or unreadable (a count lost is a retry more).
+    pub fn load(bundles: &Path) -> Counts {
+        std::fs::read(bundles.join(COUNTS_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
     }
+
+    pub fn get(&self, files: &[FileStamp]) -> u32 {
+        self.entries
+            .iter()
+            .find(|c| c.files == files)
+            .map_or(0, |c| c.count)
+    }
+
+    /// Counts `marker`'s interruption once; whether it was new.
+    pub fn add(&mut self, marker: &Attempt) -> bool {
+        let id = (marker.started, marker.log_len);
+        let entry = match self.entries.iter().position(|c| c.files == marker.files) {
+            Some(i) => self.entries.remove(i),
+            None => Count {
+                files: marker.files.clone(),
+                count: 0,
+                last_marker: (i64::MIN, 0),
+            },
+        };
+        let new = entry.last_marker != id;
+        let entry = Count {
+            count: entry.count + u32::from(new),
+            last_marker: id,
+            ..entry
+        };
+        self.entries.push(entry);
+        if self.entries.len() > MAX_COUNTED {
+            self.entries.remove(0);
+        }
+        new
+    }
+
+    /// Forgets `files` (their import reached an outcome); whether they were counted.
+    pub fn clear(&mut self, files: &[FileStamp]) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|c| c.files != files);
+        self.entries.len() != before
+    }
+
+    /// Writes the counts whole (temp, fsync, rename, fsync dir).
+    pub fn save(&self, bundles: &Path) -> std::io::Result<()> {
+        write_whole(
+            bundles,
+            COUNTS_FILE,
+            &serde_json::to_vec(self).unwrap_or_default(),
+        )
+    }
+}
+
+fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.trim_end_matches(".json")))
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes the marker for the import about to start (temp, fsync, rename, fsync dir: a marker
 /// that is there must be whole).
 pub fn begin(bundles: &Path, attempt: &Attempt) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".attempt.")
-        .tempfile_in(bundles)?;
-    tmp.write_all(&serde_json::to_vec(attempt).unwrap_or_default())?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(bundles.join(ATTEMPT_FILE))
-        .map_err(|e| e.error)?;
-    std::fs::File::open(bundles)?.sync_all()
+    write_whole(
+        bundles,
+        ATTEMPT_FILE,
+        &serde_json::to_vec(attempt).unwrap_or_default(),
+    )
 }
 
 /// Removes the marker once the import's outcome is recorded.
@@ -134,46 +221,48 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_count_grows_only_for_the_same_files() {
-        let a = vec![stamp("r.fleetbundle", 1)];
-        let left = |files: Vec<FileStamp>, before| Attempt {
+    fn marker(files: Vec<FileStamp>, started: i64) -> Attempt {
+        Attempt {
             files,
-            started: 1,
-            interrupted_before: before,
+            started,
             log_len: 0,
-        };
-        let cases: &[(&str, Option<Attempt>, u32)] = &[
-            ("nothing left over", None, 0),
-            ("the same files, first time", Some(left(a.clone(), 0)), 1),
-            ("the same files, again", Some(left(a.clone(), 1)), 2),
-            (
-                "a copy of it (new inode)",
-                Some(left(vec![stamp("r.fleetbundle", 2)], 4)),
-                0,
-            ),
-            (
-                "another bundle",
-                Some(left(vec![stamp("s.fleetbundle", 1)], 4)),
-                0,
-            ),
-            ("an unreadable marker", Some(left(vec![], 0)), 0),
-        ];
-        for (what, left, want) in cases {
-            assert_eq!(interrupted_count(&a, left.as_ref()), *want, "{what}");
+            boot: None,
         }
     }
 
     #[test]
-    fn begin_and_end_leave_a_whole_marker_or_none() {
+    fn counts_are_per_files_once_per_marker_and_survive_other_imports() {
+        let r = vec![stamp("r.fleetbundle", 1)];
+        let s = vec![stamp("s.fleetbundle", 2)];
+        let copy = vec![stamp("r.fleetbundle", 3)];
+        let mut counts = Counts::default();
+        assert!(counts.add(&marker(r.clone(), 1)));
+        assert!(!counts.add(&marker(r.clone(), 1)), "the same marker twice");
+        assert!(counts.add(&marker(s.clone(), 2)), "another bundle between");
+        assert!(counts.add(&marker(r.clone(), 3)));
+        assert_eq!(
+            (counts.get(&r), counts.get(&s), counts.get(&copy)),
+            (2, 1, 0)
+        );
+        assert!(counts.clear(&s));
+        assert!(!counts.clear(&s));
+        assert_eq!((counts.get(&r), counts.get(&s)), (2, 0));
+        for i in 0..MAX_COUNTED as u64 {
+            counts.add(&marker(vec![stamp("x", 100 + i)], 10));
+        }
+        assert_eq!(counts.get(&r), 0, "the oldest is forgotten");
+    }
+
+    #[test]
+    fn begin_and_end_leave_a_whole_marker_or_none_and_counts_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("r.fleetbundle");
         std::fs::write(&file, b"0123456789").unwrap();
         let attempt = Attempt {
             files: stamps(std::slice::from_ref(&file)),
             started: 7,
-            interrupted_before: 1,
             log_len: 3,
+            boot: boot_id(),
         };
         assert_eq!(attempt.files[0].len, 10);
         assert_eq!(attempt.names(), ["r.fleetbundle"]);
@@ -189,14 +278,22 @@ mod tests {
         end(dir.path()).unwrap();
         assert_eq!(left_over(dir.path()), None);
         end(dir.path()).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path())
+
+        let mut counts = Counts::default();
+        counts.add(&attempt);
+        counts.save(dir.path()).unwrap();
+        assert_eq!(Counts::load(dir.path()), counts);
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
-            .map(|e| e.unwrap().file_name())
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["r.fleetbundle"], "no temp file left");
+        names.sort();
+        assert_eq!(names, [COUNTS_FILE, "r.fleetbundle"], "no temp file left");
 
         std::fs::write(dir.path().join(ATTEMPT_FILE), b"{garbage").unwrap();
         let garbled = left_over(dir.path()).expect("a damaged marker still counts");
         assert!(garbled.files.is_empty());
+        std::fs::write(dir.path().join(COUNTS_FILE), b"{garbage").unwrap();
+        assert_eq!(Counts::load(dir.path()), Counts::default());
     }
 }

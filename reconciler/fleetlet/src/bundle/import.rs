@@ -242,49 +242,67 @@ pub fn import(
         }
     }
     let files = attempt::stamps(parts);
-    let left = attempt::left_over(&bundles).filter(|a| !finished(&bundles, a));
-    if let Some(left) = &left {
-        record_interrupted(&bundles, left);
+    let boot = attempt::boot_id();
+    let mut counts = attempt::Counts::load(&bundles);
+    if let Some(left) = attempt::left_over(&bundles).filter(|a| !finished(&bundles, a)) {
+        // Counted (once per marker) before it is recorded: a kill in between must not lose
+        // the count. A restart of the machine is not the bundle's doing.
+        let crashed = left.boot.is_none() || left.boot == boot;
+        if crashed && counts.add(&left) {
+            save_counts(&bundles, &counts);
+        }
+        record_interrupted(&bundles, &left, crashed);
     }
-    let interrupted = attempt::interrupted_count(&files, left.as_ref());
+    let interrupted = counts.get(&files);
     if let Some(limit) = site.interrupt_limit
         && interrupted >= limit
     {
         let result = Err(ImportError::Rejected(format!(
             "importing this bundle was interrupted {interrupted} times (the agent was killed \
-             or the machine lost power while importing it), so it is set aside to keep the \
-             site running; to try again, copy it into the inbox anew or run `fleetlet bundle \
-             import` by hand"
+             while importing it), so it is set aside to keep the site running; to try again, \
+             copy it into the inbox anew or run `fleetlet bundle import` by hand"
         )));
         record(&bundles, parts, &result);
+        if counts.clear(&files) {
+            save_counts(&bundles, &counts);
+        }
         end_attempt(&bundles);
         return result;
     }
     let marker = attempt::Attempt {
         files,
         started: crate::agent::now(),
-        interrupted_before: interrupted,
         log_len: log_len(&bundles),
+        boot,
     };
     // Without the marker a kill would go unnoticed: the site's own fault, like a full disk.
-    attempt::begin(&bundles, &marker).map_err(|e| {
-        local(
+    let result = match attempt::begin(&bundles, &marker) {
+        Err(e) => Err(local(
             &format!("writing {}", bundles.join(attempt::ATTEMPT_FILE).display()),
             e,
-        )
-    })?;
-    let result = match import_locked(parts, site, &bundles, progress) {
-        // Only a split bundle may still be missing its last part; a single file that ends
-        // early is simply broken.
-        Err(ImportError::Truncated(reason)) if !is_split(parts) => {
-            Err(ImportError::Rejected(reason))
-        }
-        other => other,
+        )),
+        Ok(()) => match import_locked(parts, site, &bundles, progress) {
+            // Only a split bundle may still be missing its last part; a single file that ends
+            // early is simply broken.
+            Err(ImportError::Truncated(reason)) if !is_split(parts) => {
+                Err(ImportError::Rejected(reason))
+            }
+            other => other,
+        },
     };
     // Recorded before the marker goes: a crash in between shows as finished (see `finished`).
     record(&bundles, parts, &result);
+    if counts.clear(&marker.files) {
+        save_counts(&bundles, &counts);
+    }
     end_attempt(&bundles);
     result
+}
+
+fn save_counts(bundles: &Path, counts: &attempt::Counts) {
+    if let Err(e) = counts.save(bundles) {
+        tracing::warn!(error = %e, "writing {}", bundles.join(attempt::COUNTS_FILE).display());
+    }
 }
 
 fn end_attempt(bundles: &Path) {
@@ -306,11 +324,16 @@ fn log_len(bundles: &Path) -> u64 {
 /// Outcome of an import that never finished.
 pub const INTERRUPTED: &str = "interrupted";
 
-fn record_interrupted(bundles: &Path, left: &attempt::Attempt) {
+fn record_interrupted(bundles: &Path, left: &attempt::Attempt, crashed: bool) {
     let started = if left.started > 0 {
         format!("started {}", crate::agent::format_time(left.started))
     } else {
         "its marker is unreadable".to_string()
+    };
+    let cause = if crashed {
+        "the agent or the command was killed"
+    } else {
+        "the machine restarted"
     };
     tracing::warn!(files = ?left.names(), "an earlier import never finished ({started})");
     append_record(
@@ -321,9 +344,8 @@ fn record_interrupted(bundles: &Path, left: &attempt::Attempt) {
             outcome: INTERRUPTED.into(),
             commit: None,
             reason: Some(format!(
-                "the import {started} never finished: the agent or the command was killed, or \
-                 the machine lost power; the site kept what it had, or took the whole release \
-                 if it was killed after publishing, never a part"
+                "the import {started} never finished ({cause}); the site kept what it had, \
+                 or took the whole release if it stopped after publishing, never a part"
             )),
             bundle_signer: None,
         },
@@ -341,7 +363,7 @@ fn sweep_staging(bundles: &Path) {
         let name = name.to_string_lossy();
         if name.starts_with(".fleetlet-bundle-") {
             let _ = std::fs::remove_dir_all(e.path());
-        } else if name.starts_with(".attempt.") {
+        } else if name.starts_with(".attempt.") || name.starts_with(".interrupted.") {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -811,17 +833,21 @@ mod tests {
             path
         }
 
-        /// The marker an import of `parts` leaves when it is killed after `before` earlier
-        /// interrupted attempts.
-        fn killed(&self, parts: &[PathBuf], before: u32) {
+        /// The marker an import of `parts` leaves when it is killed (on this boot, or on
+        /// another when `boot` says which).
+        fn killed_on(&self, parts: &[PathBuf], boot: Option<String>) {
             std::fs::create_dir_all(self.bundles()).unwrap();
             let marker = attempt::Attempt {
                 files: attempt::stamps(parts),
                 started: crate::agent::now(),
-                interrupted_before: before,
                 log_len: log_len(&self.bundles()),
+                boot,
             };
             attempt::begin(&self.bundles(), &marker).unwrap();
+        }
+
+        fn killed(&self, parts: &[PathBuf]) {
+            self.killed_on(parts, attempt::boot_id());
         }
 
         fn outcomes(&self) -> Vec<(String, Vec<String>)> {
@@ -843,22 +869,24 @@ mod tests {
         let f = Fixture::new();
         let bad = f.bundle("r.fleetbundle");
         let parts = std::slice::from_ref(&bad);
+        let other = f.bundle("s.fleetbundle");
+        let others = std::slice::from_ref(&other);
 
-        // First interruption: recorded, and the bundle is tried again (and fails on its own).
-        f.killed(parts, 0);
-        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
-        assert!(!err.to_string().contains("interrupted"), "{err}");
+        // Killed while importing r; the agent comes back and first imports another bundle
+        // (one that sorts earlier): that import records the interruption, and r's count stays.
+        f.killed(parts);
+        import(others, &f.site(Some(2)), None, true).unwrap_err();
         assert_eq!(
             f.outcomes(),
             owned(&[
                 ("interrupted", &["r.fleetbundle"]),
-                ("rejected", &["r.fleetbundle"])
+                ("rejected", &["s.fleetbundle"])
             ])
         );
         assert_eq!(attempt::left_over(&f.bundles()), None, "marker removed");
 
-        // Killed a second time: the inbox sets it aside without opening it.
-        f.killed(parts, 1);
+        // Killed on r a second time: the inbox sets it aside without opening it.
+        f.killed(parts);
         let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
         let ImportError::Rejected(reason) = &err else {
             panic!("{err:?}")
@@ -867,14 +895,21 @@ mod tests {
         assert_eq!(f.outcomes().len(), 4);
         assert_eq!(f.outcomes()[2].0, "interrupted");
         assert_eq!(attempt::left_over(&f.bundles()), None);
+        // Set aside, it is forgotten: the same files offered again are tried.
+        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
+        assert!(!err.to_string().contains("interrupted"), "{err}");
 
         // A person running it by hand is not stopped by the count.
-        f.killed(parts, 5);
+        f.killed(parts);
+        import(others, &f.site(Some(2)), None, true).unwrap_err();
+        f.killed(parts);
         let err = import(parts, &f.site(None), None, true).unwrap_err();
         assert!(!err.to_string().contains("interrupted"), "{err}");
 
         // A fresh copy of the file starts the count again.
-        f.killed(parts, 1);
+        f.killed(parts);
+        import(others, &f.site(Some(2)), None, true).unwrap_err();
+        f.killed(parts);
         let copy = f.bundle("copy");
         std::fs::rename(&copy, &bad).unwrap();
         let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
@@ -882,11 +917,25 @@ mod tests {
     }
 
     #[test]
+    fn a_machine_restart_is_recorded_but_not_counted_against_the_bundle() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        let parts = std::slice::from_ref(&bad);
+        for _ in 0..3 {
+            f.killed_on(parts, Some("another-boot".into()));
+            let err = import(parts, &f.site(Some(1)), None, true).unwrap_err();
+            assert!(!err.to_string().contains("interrupted"), "{err}");
+        }
+        let log = std::fs::read_to_string(f.bundles().join(IMPORTS_LOG)).unwrap();
+        assert_eq!(log.matches("the machine restarted").count(), 3, "{log}");
+    }
+
+    #[test]
     fn an_import_that_recorded_its_outcome_before_dying_is_not_counted_as_interrupted() {
         let f = Fixture::new();
         let bad = f.bundle("r.fleetbundle");
         let parts = std::slice::from_ref(&bad);
-        f.killed(parts, 0);
+        f.killed(parts);
         // Its outcome reached the log; only the marker's removal was lost.
         record(&f.bundles(), parts, &Err(ImportError::Rejected("x".into())));
         import(parts, &f.site(Some(1)), None, true).unwrap_err();
