@@ -231,4 +231,15 @@ fn site_side_commands_read_the_installed_config_when_given_none() {
         assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
         assert!(err.contains("/etc/fleetlet/agent.yaml"), "{cmd:?}: {err}");
     }
+    // Another state dir: the installed config may be another site's, so it must be named.
+    let (code, _, err) = fleetlet(&[
+        "bundle",
+        "export-status",
+        "--out",
+        "status.bundle",
+        "--state-dir",
+        "/nonexistent",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("give --config with --state-dir"), "{err}");
 }

@@ -699,10 +699,14 @@ fn sweep_temp_files(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name.starts_with('.')
+        // Ours, and `.tmpXXXXXX`: what agents before these names left (status, site key).
+        let ours = name.starts_with('.')
             && name.ends_with(TEMP_SUFFIX)
-            && name.len() > TEMP_SUFFIX.len() + 1
-        {
+            && name.len() > TEMP_SUFFIX.len() + 1;
+        let older = name.len() == 10
+            && name.starts_with(".tmp")
+            && name[4..].bytes().all(|b| b.is_ascii_alphanumeric());
+        if (ours || older) && entry.file_type().is_ok_and(|t| t.is_file()) {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => {
                     info!(file = %entry.path().display(), "removed a temp file left by a killed write")
@@ -832,17 +836,29 @@ mod tests {
         // What a kill -9 between create and rename leaves, beside files the sweep must keep.
         for name in [
             ".status.json.Ab12Cd.tmp",
+            ".tmpQx81Zz",
             ".lock",
             "site.key",
             "x.tmp",
             ".tmp",
+            ".tmpQx81Zz9",
         ] {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
+        // A directory of that shape is not a temp file (a state dir's `.tmpXXXXXX` scratch).
+        std::fs::create_dir(dir.path().join(".tmpDir123")).unwrap();
         sweep_temp_files(dir.path());
         assert_eq!(
             names(dir.path()),
-            [".lock", ".tmp", "site.key", STATUS_FILE, "x.tmp"]
+            [
+                ".lock",
+                ".tmp",
+                ".tmpDir123",
+                ".tmpQx81Zz9",
+                "site.key",
+                STATUS_FILE,
+                "x.tmp"
+            ]
         );
     }
 }

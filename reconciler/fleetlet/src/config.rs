@@ -344,8 +344,15 @@ fn default_status_addr() -> SocketAddr {
 
 impl AgentConfig {
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading agent config {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| {
+            if path == Path::new(DEFAULT_CONFIG) {
+                format!(
+                    "reading agent config {DEFAULT_CONFIG} (the default: give --config for another)"
+                )
+            } else {
+                format!("reading agent config {}", path.display())
+            }
+        })?;
         let cfg: AgentConfig = serde_yaml::from_str(&text)
             .with_context(|| format!("agent config {}", path.display()))?;
         if cfg.api_version != fleetlet_core::model::API_VERSION || cfg.kind != KIND {

@@ -213,8 +213,10 @@ pub enum BundleCommand {
         /// Only records from this time on (RFC 3339 or Unix seconds).
         #[arg(long)]
         since: Option<String>,
-        #[arg(long, short, env = "FLEETLET_CONFIG", default_value = config::DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// The site's agent config (default /etc/fleetlet/agent.yaml, unless --state-dir is
+        /// given: then the config must be named, as it names the site).
+        #[arg(long, short, env = "FLEETLET_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long)]
         state_dir: Option<PathBuf>,
         #[arg(short, long, value_enum, default_value = "text")]
@@ -758,10 +760,10 @@ fn audit(
             return Err(UsageError("-o html is only for `fleetlet audit report`".into()).into());
         }
     };
-    // On a site, the installed config names the site and its state dir.
-    let config = match &state_dir {
-        Some(_) => config,
-        None => config.or_else(config::installed_config),
+    // On a site, the installed config names the site and its state dir (a report needs none).
+    let config = match (&state_dir, &command) {
+        (Some(_), _) | (_, AuditCommand::Report { .. }) => config,
+        (None, _) => config.or_else(config::installed_config),
     };
     let cfg = config
         .as_deref()

@@ -57,6 +57,18 @@ pub fn run(command: BundleCommand) -> anyhow::Result<bool> {
             state_dir,
             output,
         } => {
+            // With another state dir the installed config may be another site's: its name
+            // would sign the export.
+            let config = match (config, &state_dir) {
+                (Some(c), _) => c,
+                (None, None) => PathBuf::from(crate::config::DEFAULT_CONFIG),
+                (None, Some(_)) => {
+                    return Err(UsageError(
+                        "give --config with --state-dir: the site's name is in it".into(),
+                    )
+                    .into());
+                }
+            };
             let cfg = AgentConfig::load(&config).map_err(|e| UsageError(format!("{e:#}")))?;
             let since = since.as_deref().map(parse_time).transpose()?;
             let dir = state_dir.unwrap_or(cfg.state_dir.clone());
