@@ -235,10 +235,12 @@ pub fn import(
             }
         }
         Err(e) => {
-            return Err(local(
+            let result = Err(local(
                 &format!("clearing lock files in {}", mirror.display()),
                 e,
             ));
+            record(&bundles, parts, &result);
+            return result;
         }
     }
     let files = attempt::stamps(parts);
