@@ -670,22 +670,30 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes the lock files a killed fetch or import left in the Git mirror; without this, one
-/// kill -9 mid-fetch would keep the site from following its repo ever after. Skipped (and said)
-/// while a hand-run import holds the site: its locks are live.
+/// Removes the lock files a killed fetch or import left in the Git mirror (without this, one
+/// kill -9 mid-fetch would keep the site from following its repo ever after), and records an
+/// import that was killed. Skipped (and said) while a hand-run import holds the site: its locks
+/// and marker are live.
 fn clear_mirror_locks(state_dir: &Path) {
     let mirror = state_dir.join("git");
     match crate::bundle::import::hold_if_idle(state_dir) {
-        Ok(Some(_held)) => match fleetlet_git::clear_stale_locks(&mirror) {
-            Ok(removed) => {
-                for path in removed {
-                    warn!(file = %path.display(), "removed a lock file a killed Git write left in the mirror");
+        Ok(Some(held)) => {
+            // Holding the import lock, an import killed while the agent was down is recorded
+            // now, so the status shows it before the next import.
+            if held.is_some() {
+                crate::bundle::import::record_leftover(state_dir);
+            }
+            match fleetlet_git::clear_stale_locks(&mirror) {
+                Ok(removed) => {
+                    for path in removed {
+                        warn!(file = %path.display(), "removed a lock file a killed Git write left in the mirror");
+                    }
+                }
+                Err(e) => {
+                    warn!(mirror = %mirror.display(), error = %e, "clearing stale lock files in the Git mirror")
                 }
             }
-            Err(e) => {
-                warn!(mirror = %mirror.display(), error = %e, "clearing stale lock files in the Git mirror")
-            }
-        },
+        }
         Ok(None) => info!("an import is running: the Git mirror's lock files are left to it"),
         Err(e) => warn!(error = %e, "taking the import lock to clear the Git mirror's lock files"),
     }

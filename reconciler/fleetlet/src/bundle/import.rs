@@ -246,15 +246,7 @@ pub fn import(
     let files = attempt::stamps(parts);
     let boot = attempt::boot_id();
     let mut counts = attempt::Counts::load(&bundles);
-    if let Some(left) = attempt::left_over(&bundles).filter(|a| !finished(&bundles, a)) {
-        // Counted (once per marker) before it is recorded: a kill in between must not lose
-        // the count. A restart of the machine is not the bundle's doing.
-        let crashed = left.boot.is_none() || left.boot == boot;
-        if crashed && counts.add(&left) {
-            save_counts(&bundles, &counts);
-        }
-        record_interrupted(&bundles, &left, crashed);
-    }
+    consume_leftover(&bundles, &mut counts, &boot);
     let interrupted = counts.get(&files);
     if let Some(limit) = site.interrupt_limit
         && interrupted >= limit
@@ -299,6 +291,29 @@ pub fn import(
     }
     end_attempt(&bundles);
     result
+}
+
+/// Records (and counts) the import a leftover marker names, if it never finished. The caller
+/// holds the import lock, and replaces or removes the marker next.
+fn consume_leftover(bundles: &Path, counts: &mut attempt::Counts, boot: &Option<String>) {
+    if let Some(left) = attempt::left_over(bundles).filter(|a| !finished(bundles, a)) {
+        // Counted (once per marker) before it is recorded: a kill in between must not lose
+        // the count. A restart of the machine is not the bundle's doing.
+        let crashed = left.boot.is_none() || left.boot == *boot;
+        if crashed && counts.add(&left) {
+            save_counts(bundles, counts);
+        }
+        record_interrupted(bundles, &left, crashed);
+    }
+}
+
+/// At the agent's start, holding the import lock: an import killed while the agent was down
+/// (or a hand-run one) shows in the records and the status now, not at the next import.
+pub fn record_leftover(state_dir: &Path) {
+    let bundles = state_dir.join(BUNDLES_DIR);
+    let mut counts = attempt::Counts::load(&bundles);
+    consume_leftover(&bundles, &mut counts, &attempt::boot_id());
+    end_attempt(&bundles);
 }
 
 fn save_counts(bundles: &Path, counts: &attempt::Counts) {
@@ -916,6 +931,30 @@ mod tests {
         std::fs::rename(&copy, &bad).unwrap();
         let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
         assert!(!err.to_string().contains("interrupted"), "{err}");
+    }
+
+    #[test]
+    fn the_agent_records_a_killed_import_at_start_once() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        let parts = std::slice::from_ref(&bad);
+        f.killed(parts);
+        record_leftover(f.dir.path());
+        assert_eq!(f.outcomes(), owned(&[("interrupted", &["r.fleetbundle"])]));
+        assert_eq!(attempt::left_over(&f.bundles()), None);
+        record_leftover(f.dir.path());
+        // Still counted: killed once more, the inbox sets it aside.
+        f.killed(parts);
+        let err = import(parts, &f.site(Some(2)), None, true).unwrap_err();
+        assert!(err.to_string().contains("interrupted 2 times"), "{err}");
+        assert_eq!(
+            f.outcomes(),
+            owned(&[
+                ("interrupted", &["r.fleetbundle"]),
+                ("interrupted", &["r.fleetbundle"]),
+                ("rejected", &["r.fleetbundle"])
+            ])
+        );
     }
 
     #[test]
