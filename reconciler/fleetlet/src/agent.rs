@@ -305,7 +305,12 @@ pub fn run(cfg: AgentConfig, policy: fleetlet_verify::policy::TrustPolicy) -> an
     });
     match signals {
         Ok((term, int)) => {
-            rt.spawn(watch_signals(term, int, tx.clone()));
+            rt.spawn(watch_signals(
+                term,
+                int,
+                tx.clone(),
+                state_dir.join(crate::bundle::import::BUNDLES_DIR),
+            ));
         }
         Err(e) => warn!(error = %e, "cannot install signal handlers"),
     }
@@ -763,10 +768,18 @@ async fn watch_signals(
     mut term: tokio::signal::unix::Signal,
     mut int: tokio::signal::unix::Signal,
     tx: Sender<Trigger>,
+    bundles: std::path::PathBuf,
 ) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM received"),
         _ = int.recv() => info!("SIGINT received"),
+    }
+    // An import under way cannot be cut short; if it outlasts the stop timeout the kill that
+    // follows must not count against the bundle.
+    match crate::bundle::attempt::note_stop(&bundles) {
+        Ok(true) => info!("stopping during a bundle import: it finishes first"),
+        Ok(false) => {}
+        Err(e) => warn!(error = %e, "noting the stop for the import under way"),
     }
     let _ = tx.send(Trigger::Shutdown);
     // An operator who signals again does not want to wait for the drain.

@@ -10,7 +10,8 @@
 //! must not take the site down again at every restart. The bundle is filed under `rejected/`
 //! with the reason; copying it in again (a new file) starts the count afresh. An import cut
 //! short by the machine restarting (a power cut) is recorded but not counted: the bundle is not
-//! to blame.
+//! to blame, nor is one the agent was asked to stop during (systemd kills an agent whose import
+//! outlasts the stop timeout).
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -97,6 +98,34 @@ pub fn left_over(bundles: &Path) -> Option<Attempt> {
         })),
         Err(_) => None,
     }
+}
+
+/// Written when the agent is asked to stop (SIGTERM) during an import: systemd kills it if the
+/// import outlasts the stop timeout, and that kill is not the bundle's doing.
+pub const STOP_FILE: &str = "stop-requested.json";
+
+/// Notes that a stop was asked during the import under way, if any; whether there was one.
+/// Called from the signal handler without the import lock: a marker read mid-replace is
+/// garbled, names no import, and so matches none.
+pub fn note_stop(bundles: &Path) -> std::io::Result<bool> {
+    let Some(marker) = left_over(bundles) else {
+        return Ok(false);
+    };
+    let id = (marker.started, marker.log_len);
+    write_whole(
+        bundles,
+        STOP_FILE,
+        &serde_json::to_vec(&id).unwrap_or_default(),
+    )?;
+    Ok(true)
+}
+
+/// Whether a stop was asked during the import `marker` names.
+pub fn stop_requested(bundles: &Path, marker: &Attempt) -> bool {
+    std::fs::read(bundles.join(STOP_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<(i64, u64)>(&b).ok())
+        .is_some_and(|id| id == (marker.started, marker.log_len))
 }
 
 /// This boot's id (Linux), to tell a crash from a restart of the machine.
@@ -199,8 +228,13 @@ pub fn begin(bundles: &Path, attempt: &Attempt) -> std::io::Result<()> {
     )
 }
 
-/// Removes the marker once the import's outcome is recorded.
+/// Removes the marker once the import's outcome is recorded (and any stop noted during it).
 pub fn end(bundles: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(bundles.join(STOP_FILE)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
     match std::fs::remove_file(bundles.join(ATTEMPT_FILE)) {
         Ok(()) => std::fs::File::open(bundles)?.sync_all(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

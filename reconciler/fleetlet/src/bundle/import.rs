@@ -299,11 +299,17 @@ fn consume_leftover(bundles: &Path, counts: &mut attempt::Counts, boot: &Option<
     if let Some(left) = attempt::left_over(bundles).filter(|a| !finished(bundles, a)) {
         // Counted (once per marker) before it is recorded: a kill in between must not lose
         // the count. A restart of the machine is not the bundle's doing.
-        let crashed = left.boot.is_none() || left.boot == *boot;
-        if crashed && counts.add(&left) {
+        let cause = if attempt::stop_requested(bundles, &left) {
+            Cause::Stopped
+        } else if left.boot.is_none() || left.boot == *boot {
+            Cause::Killed
+        } else {
+            Cause::Restarted
+        };
+        if cause == Cause::Killed && counts.add(&left) {
             save_counts(bundles, counts);
         }
-        record_interrupted(bundles, &left, crashed);
+        record_interrupted(bundles, &left, cause);
     }
 }
 
@@ -341,16 +347,27 @@ fn log_len(bundles: &Path) -> u64 {
 /// Outcome of an import that never finished.
 pub const INTERRUPTED: &str = "interrupted";
 
-fn record_interrupted(bundles: &Path, left: &attempt::Attempt, crashed: bool) {
+/// Why an import never finished, as far as the site can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// Counted against the bundle: nothing else explains it.
+    Killed,
+    /// The agent had been asked to stop (and was killed when the import outlasted that).
+    Stopped,
+    /// The machine restarted (a power cut).
+    Restarted,
+}
+
+fn record_interrupted(bundles: &Path, left: &attempt::Attempt, cause: Cause) {
     let started = if left.started > 0 {
         format!("started {}", crate::agent::format_time(left.started))
     } else {
         "its marker is unreadable".to_string()
     };
-    let cause = if crashed {
-        "the agent or the command was killed"
-    } else {
-        "the machine restarted"
+    let cause = match cause {
+        Cause::Killed => "the agent or the command was killed",
+        Cause::Stopped => "the agent was stopped during it",
+        Cause::Restarted => "the machine restarted",
     };
     tracing::warn!(files = ?left.names(), "an earlier import never finished ({started})");
     append_record(
@@ -380,7 +397,10 @@ fn sweep_staging(bundles: &Path) {
         let name = name.to_string_lossy();
         if name.starts_with(".fleetlet-bundle-") {
             let _ = std::fs::remove_dir_all(e.path());
-        } else if name.starts_with(".attempt.") || name.starts_with(".interrupted.") {
+        } else if [".attempt.", ".interrupted.", ".stop-requested."]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -955,6 +975,38 @@ mod tests {
                 ("rejected", &["r.fleetbundle"])
             ])
         );
+    }
+
+    #[test]
+    fn an_import_the_agent_was_asked_to_stop_during_is_not_counted() {
+        let f = Fixture::new();
+        let bad = f.bundle("r.fleetbundle");
+        let parts = std::slice::from_ref(&bad);
+        assert!(
+            !attempt::note_stop(&f.bundles()).unwrap(),
+            "no import under way"
+        );
+        for _ in 0..3 {
+            f.killed(parts);
+            assert!(attempt::note_stop(&f.bundles()).unwrap());
+            let err = import(parts, &f.site(Some(1)), None, true).unwrap_err();
+            assert!(!err.to_string().contains("interrupted"), "{err}");
+            assert!(!f.bundles().join(attempt::STOP_FILE).exists());
+        }
+        let log = std::fs::read_to_string(f.bundles().join(IMPORTS_LOG)).unwrap();
+        assert_eq!(
+            log.matches("the agent was stopped during it").count(),
+            3,
+            "{log}"
+        );
+        // A stop noted for an earlier import does not excuse a later kill.
+        f.killed(parts);
+        assert!(attempt::note_stop(&f.bundles()).unwrap());
+        std::fs::remove_file(f.bundles().join(attempt::ATTEMPT_FILE)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        f.killed(parts);
+        let err = import(parts, &f.site(Some(1)), None, true).unwrap_err();
+        assert!(err.to_string().contains("interrupted 1 times"), "{err}");
     }
 
     #[test]
