@@ -842,6 +842,26 @@ fn assert_store_whole(oci: &Path, round: usize) {
     }
 }
 
+/// `fleetlet bundle import` of `bundle`, returned once it has begun importing (its marker is
+/// in `state`) or has already ended.
+fn start_import(config: &Path, bundle: &str, state: &Path) -> std::process::Child {
+    let mut child = Command::new(fleetlet_bin())
+        .args(["bundle", "import", "--config"])
+        .arg(config)
+        .arg(bundle)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let marker = state.join("bundles/attempt.json");
+    let deadline = Instant::now() + T;
+    while !marker.exists() && child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the import never started");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child
+}
+
 fn main_ref(state: &Path) -> Option<String> {
     let out = Command::new("git")
         .arg("--git-dir")
@@ -870,22 +890,7 @@ fn an_import_killed_at_any_moment_leaves_the_release_unpublished_or_whole() {
     let config = fleet.site_config("store-1", clean.path(), None);
     let state = clean.path().join("state");
     // Timed as the kills are placed: from the moment its marker appears to its exit.
-    let mut child = Command::new(fleetlet_bin())
-        .args([
-            "bundle",
-            "import",
-            "--config",
-            config.to_str().unwrap(),
-            bundle_s,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let marker = state.join("bundles/attempt.json");
-    while !marker.exists() && child.try_wait().unwrap().is_none() {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    let mut child = start_import(&config, bundle_s, &state);
     let started = Instant::now();
     assert!(child.wait().unwrap().success());
     let took = started.elapsed();
@@ -906,17 +911,7 @@ fn an_import_killed_at_any_moment_leaves_the_release_unpublished_or_whole() {
         let config_s = config.to_str().unwrap();
         let state = site.path().join("state");
         let marker = state.join("bundles/attempt.json");
-        let mut child = Command::new(fleetlet_bin())
-            .args(["bundle", "import", "--config", config_s, bundle_s])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + T;
-        while !marker.exists() && child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "round {round}: never started");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        let mut child = start_import(&config, bundle_s, &state);
         std::thread::sleep(delay);
         let _ = child.kill();
         let status = child.wait().unwrap();

@@ -104,6 +104,26 @@ pub struct Event {
     pub objects: Vec<String>,
 }
 
+impl Event {
+    /// An event that says nothing yet but what happened and when.
+    pub fn new(time: i64, action: Action) -> Self {
+        Event {
+            event_id: None,
+            time,
+            action,
+            commit: None,
+            reference: None,
+            from: None,
+            tags: vec![],
+            commit_signers: vec![],
+            workloads: vec![],
+            stage: None,
+            reason: None,
+            objects: vec![],
+        }
+    }
+}
+
 /// An event in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -399,18 +419,9 @@ mod tests {
     #[test]
     fn an_entry_hashes_everything_but_its_hash() {
         let event = Event {
-            event_id: None,
-            time: 1_700_000_000,
-            action: Action::Applied,
             commit: Some("c1".into()),
             reference: Some("refs/heads/main".into()),
-            from: None,
-            tags: vec![],
-            commit_signers: vec![],
-            workloads: vec![],
-            stage: None,
-            reason: None,
-            objects: vec![],
+            ..Event::new(1_700_000_000, Action::Applied)
         };
         let e = Entry::chain("s1", 1, GENESIS, event.clone());
         assert!(e.hash.starts_with("sha256:") && e.hash.len() == 71);

@@ -444,18 +444,11 @@ mod tests {
 
     fn event(time: i64, action: Action, reason: Option<&str>) -> Event {
         Event {
-            event_id: None,
-            time,
-            action,
             commit: Some("c0ffee".into()),
             reference: Some("refs/heads/main".into()),
-            from: None,
             tags: vec!["v1".into()],
-            commit_signers: vec![],
-            workloads: vec![],
-            stage: None,
             reason: reason.map(String::from),
-            objects: vec![],
+            ..Event::new(time, action)
         }
     }
 

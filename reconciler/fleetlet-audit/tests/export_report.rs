@@ -48,18 +48,9 @@ fn workloads(commit: &str) -> Vec<Workload> {
 
 fn event(time: i64, action: Action, commit: Option<&str>) -> Event {
     Event {
-        event_id: None,
-        time,
-        action,
         commit: commit.map(String::from),
         reference: Some("refs/heads/main".into()),
-        from: None,
-        tags: vec![],
-        commit_signers: vec![],
-        workloads: vec![],
-        stage: None,
-        reason: None,
-        objects: vec![],
+        ..Event::new(time, action)
     }
 }
 

@@ -10,18 +10,9 @@ use serde_json::Value;
 
 fn event(time: i64, commit: &str) -> Event {
     Event {
-        event_id: None,
-        time,
-        action: Action::Applied,
         commit: Some(commit.into()),
         reference: Some("refs/heads/main".into()),
-        from: None,
-        tags: vec![],
-        commit_signers: vec![],
-        workloads: vec![],
-        stage: None,
-        reason: None,
-        objects: vec![],
+        ..Event::new(time, Action::Applied)
     }
 }
 

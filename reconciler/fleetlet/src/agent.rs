@@ -661,7 +661,7 @@ where
 /// tell them from everything else and readers of the state dir can ignore them.
 const TEMP_SUFFIX: &str = ".tmp";
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -14,7 +14,6 @@
 //! outlasts the stop timeout).
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -208,13 +207,10 @@ impl Counts {
     }
 }
 
+/// The agent's atomic write, then the directory synced: these files must survive a power cut
+/// once written (the status file need not).
 fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", name.trim_end_matches(".json")))
-        .tempfile_in(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    crate::agent::write_atomic(&dir.join(name), bytes)?;
     std::fs::File::open(dir)?.sync_all()
 }
 
